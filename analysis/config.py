@@ -1,0 +1,173 @@
+"""Run profiles: the one place for every size, step count and seed.
+
+A chapter names a profile and may override any field::
+
+    cfg = profile("smoke", pretrain_steps=50)
+
+``smoke``   CI: tiny models and data, every chapter in a minute or two on 2 CPU cores.
+``default`` the rendered book on a laptop CPU: the whole book in under an hour on 2 cores.
+``paper``   GPU scale, closer to the paper's (unknown, probably BERT-base-like) sizes.
+
+Artifacts are cached by the subset of fields that produced them (``Profile.subset``),
+so changing a probing parameter never retrains a model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str = "default"
+    seed: int = 0
+
+    # --- corpus (analysis.data) ---
+    corpus: str = "pypi"                 # "pypi" (data/sources.toml) or "codesearchnet:PATH"
+    corpus_set: str = "default"          # which sources.toml entries to use ("smoke" or "default")
+    max_file_bytes: int = 1_000_000      # larger source files are skipped and counted
+    max_functions: int = 0               # 0 = all extracted functions
+    vocab_size: int = 8000               # byte-level BPE vocabulary
+    max_length: int = 256                # pretraining context, in subword tokens
+
+    # --- models (analysis.models) ---
+    d_model: int = 128
+    n_layers: int = 4
+    d_state: int = 32                    # S4D state size N (complex modes = N // 2)
+    n_kernels: int = 1                   # independent S4D kernels per layer and direction
+    hf_conv_width: int = 0               # CodeSSM-HF parallel depthwise convolution (0 = off)
+    n_heads: int = 4                     # RoCoder attention heads
+    mamba_d_state: int = 16
+    mamba_expand: int = 2
+    mamba_d_conv: int = 4
+    dropout: float = 0.0
+
+    # --- pretraining (analysis.train) ---
+    pretrain_steps: int = 600
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    mask_prob: float = 0.15
+    log_every: int = 10
+
+    # --- probing (analysis.probing) ---
+    probe_functions_distance: int = 160
+    probe_functions_siblings: int = 100
+    probe_functions_dfg: int = 130
+    probe_pairs_per_class: int = 300
+    probe_max_tokens: int = 200          # probe functions have at most this many code tokens
+    probe_test_fraction: float = 0.2
+    probe_max_train_points: int = 1500   # DirectProbe training points per layer (subsampled)
+
+    # --- fine-tuning (analysis.finetune) ---
+    finetune_steps: int = 200
+    finetune_batch_size: int = 16
+    finetune_lr: float = 5e-4
+    seeds: int = 1                       # fine-tuning seeds per model and task
+    search_distractors: int = 999        # CodeSearchNet convention
+    long_context_factor: float = 2.0     # long-context functions are at least this x max_length
+    type_vocab_size: int = 20            # most frequent types, plus "other"
+
+    # --- SSM-Interpret (analysis.interpret) ---
+    kernel_length: int = 1024
+    low_freq_cutoff: float = 0.05        # cycles per token
+    energy_fraction: float = 0.9         # effective length holds this share of the energy
+
+    # --- throughput (chapter 02) ---
+    throughput_lengths: tuple = (256, 512, 1024, 2048, 4096, 8192)
+    throughput_batch: int = 1
+
+    def replace(self, **overrides) -> "Profile":
+        """A copy with ``overrides``; unknown names or wrong types raise ``ValueError``."""
+        return dataclasses.replace(self, **_checked(overrides))
+
+    def subset(self, *names: str) -> dict:
+        """The fields ``names`` as a dict: the cache key of an artifact built from them."""
+        unknown = [n for n in names if n not in FIELD_NAMES]
+        if unknown:
+            raise ValueError(f"unknown profile field(s) {unknown}; valid: {sorted(FIELD_NAMES)}")
+        return {n: getattr(self, n) for n in names}
+
+    def differences(self) -> dict:
+        """Fields that differ from the named base profile (for provenance lines)."""
+        base = PROFILES.get(self.name)
+        if base is None:
+            return {}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) != getattr(base, f.name)}
+
+
+FIELD_NAMES = frozenset(f.name for f in fields(Profile))
+_TYPES = typing.get_type_hints(Profile)
+
+
+def _checked(overrides: dict) -> dict:
+    unknown = sorted(set(overrides) - FIELD_NAMES)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown}. Valid names: {', '.join(sorted(FIELD_NAMES))}")
+    out = {}
+    for name, value in overrides.items():
+        out[name] = coerce(name, value)
+    return out
+
+
+def coerce(name: str, value):
+    """Convert ``value`` (possibly a string from the command line) to the field's type."""
+    kind = _TYPES[name]
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() in {"1", "true", "yes"}:
+                return True
+            if value.lower() in {"0", "false", "no"}:
+                return False
+            raise ValueError(f"parameter {name!r} expects true/false, got {value!r}")
+        return bool(value)
+    if kind is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+        try:
+            return tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"parameter {name!r} expects a list of integers, got {value!r}") from None
+    try:
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"parameter {name!r} expects {kind.__name__}, got {value!r}") from None
+    if kind in (int, float) and name != "seed" and converted < 0:
+        raise ValueError(f"parameter {name!r} must be non-negative, got {value!r}")
+    return converted
+
+
+SMOKE = Profile(
+    name="smoke", corpus_set="smoke", max_functions=1500, vocab_size=1000, max_length=128,
+    d_model=32, n_layers=2, d_state=16, n_heads=2, mamba_d_state=8,
+    pretrain_steps=30, batch_size=8, warmup_steps=5, log_every=5,
+    probe_functions_distance=40, probe_functions_siblings=30, probe_functions_dfg=30,
+    probe_pairs_per_class=40, probe_max_tokens=120, probe_max_train_points=200,
+    finetune_steps=15, finetune_batch_size=8, search_distractors=99, type_vocab_size=8,
+    kernel_length=256, throughput_lengths=(128, 256, 512), throughput_batch=1,
+)
+DEFAULT = Profile(name="default")
+PAPER = Profile(
+    name="paper", vocab_size=32000, max_length=1024, d_model=768, n_layers=12, d_state=64,
+    n_heads=12, pretrain_steps=100_000, batch_size=64, lr=5e-4, warmup_steps=2000,
+    log_every=100, probe_pairs_per_class=1300, probe_max_tokens=512, probe_max_train_points=5000,
+    finetune_steps=10_000, finetune_batch_size=32, finetune_lr=2e-5, seeds=3,
+    type_vocab_size=50, kernel_length=4096, throughput_batch=4,
+)
+PROFILES = {p.name: p for p in (SMOKE, DEFAULT, PAPER)}
+
+
+def profile(name: str = "default", **overrides) -> Profile:
+    """The profile ``name`` with ``overrides`` applied; raises ``ValueError`` on unknown names."""
+    if isinstance(name, Profile):
+        return name.replace(**overrides)
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    return PROFILES[name].replace(**overrides)
