@@ -1,0 +1,140 @@
+"""The claims ledger: each chapter records its verdict on the paper's claims it re-tests.
+
+A record is ``{claim, chapter, statement, numbers, rule, verdict, figure, profile}``,
+written as JSON to ``<run dir>/ledger/<claim>__<chapter>.json`` by the chapter that computed
+it. The intro chapter reads every record (``load()``) and renders the ledger table. No
+verdict is written by hand: a chapter computes ``verdict`` from its numbers with the
+``rule`` it states, e.g. ``verdict = decide(all(gaps > 0), any(gaps > 0))``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import write_json_atomic
+
+VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    statement: str
+    chapters: tuple
+
+
+CLAIMS = {c.id: c for c in (
+    Claim("C1", "After pretraining, CodeSSM captures code syntax and semantics better than a "
+                "Transformer trained under the same conditions (RoCoder), at every layer, on "
+                "three probing tasks.", ("03_probing",)),
+    Claim("C2", "During fine-tuning, CodeSSM forgets some syntactic and semantic relations, most "
+                "of all on the task that emphasises short-range dependencies (type inference).",
+          ("04_finetuning",)),
+    Claim("C3", "SSM-Interpret shows a spectral shift of the SSM kernels toward high frequencies "
+                "(short-range dependencies) during fine-tuning, strongest in the early layers.",
+          ("05_ssm_interpret",)),
+    Claim("C4", "Architectural changes guided by the analysis (CodeSSM-HF, CodeSSM-8kernel) "
+                "improve the SSM code model: up to +6 MRR on NL code search, and gains on "
+                "long-context retrieval and type inference.", ("06_modifications",)),
+    Claim("C5", "SSMs work without positional embeddings and extrapolate to sequences longer than "
+                "the pretraining context (from the CodeSSM paper).", ("04_finetuning",)),
+)}
+
+
+def _run_dir() -> Path:
+    from .book import run_dir
+    return run_dir()
+
+
+def decide(holds: bool, partly: bool = False, enough_data: bool = True) -> str:
+    """The verdict from a claim's decision rule: ``holds`` (the rule is met in full),
+    ``partly`` (met in part), ``enough_data`` (the numbers can decide at all)."""
+    if not enough_data:
+        return "inconclusive"
+    if holds:
+        return "reproduced"
+    return "partly reproduced" if partly else "not reproduced"
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _finite(obj.item())
+    return obj
+
+
+def record(claim: str, chapter: str, numbers: dict, rule: str, verdict: str, *,
+           figure: str | None = None, profile: str | None = None, note: str = "") -> dict:
+    """Write one chapter's verdict on ``claim``; returns the record."""
+    if claim not in CLAIMS:
+        raise ValueError(f"unknown claim {claim!r}; claims: {', '.join(CLAIMS)}")
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    if not numbers:
+        raise ValueError("a verdict needs the numbers that decide it")
+    entry = {"claim": claim, "chapter": chapter, "statement": CLAIMS[claim].statement,
+             "numbers": _finite(numbers), "rule": rule, "verdict": verdict, "figure": figure,
+             "profile": profile, "note": note}
+    write_json_atomic(_run_dir() / "ledger" / f"{claim}__{chapter}.json", entry)
+    return entry
+
+
+def load(run_dir: Path | None = None) -> list[dict]:
+    """Every claim of the paper with its recorded verdicts (``verdict: "not run"`` when no
+    chapter has recorded one yet), ordered by claim id."""
+    folder = Path(run_dir or _run_dir()) / "ledger"
+    found = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+            found.setdefault(entry["claim"], []).append(entry)
+        except (OSError, ValueError, KeyError):
+            continue  # a corrupt record is ignored; its chapter rewrites it on the next run
+    rows = []
+    for cid, claim in CLAIMS.items():
+        entries = found.get(cid) or [{"claim": cid, "chapter": claim.chapters[0],
+                                      "statement": claim.statement, "numbers": {}, "rule": "",
+                                      "verdict": "not run", "figure": None, "profile": None,
+                                      "note": "no chapter has recorded a verdict yet"}]
+        rows += entries
+    return rows
+
+
+def format_numbers(numbers: dict, digits: int = 3) -> str:
+    parts = []
+    for key, value in numbers.items():
+        if isinstance(value, float):
+            value = f"{value:.{digits}g}"
+        parts.append(f"{key} = {value}")
+    return "; ".join(parts)
+
+
+_VERDICT_COLORS = {"reproduced": "#1b9e77", "partly reproduced": "#e6ab02",
+                   "not reproduced": "#d95f02", "inconclusive": "#7570b3", "not run": "#999999"}
+
+
+def html_table(rows: list[dict]) -> str:
+    """The ledger as an HTML table; chapter links point at the chapter's page (and figure)."""
+    from html import escape
+
+    out = ['<table class="ledger"><thead><tr><th>Claim</th><th>Statement</th><th>Chapter</th>'
+           '<th>Verdict</th><th>Numbers</th><th>Decision rule</th></tr></thead><tbody>']
+    for r in rows:
+        anchor = f"#{r['figure']}" if r.get("figure") else ""
+        link = f'<a href="{escape(r["chapter"])}.html{escape(anchor)}">{escape(r["chapter"][:2])}</a>'
+        color = _VERDICT_COLORS.get(r["verdict"], "#333333")
+        profile = f" (profile {escape(r['profile'])})" if r.get("profile") else ""
+        note = f"<br><small>{escape(r['note'])}</small>" if r.get("note") else ""
+        out.append(
+            f"<tr><td>{escape(r['claim'])}</td><td>{escape(r['statement'])}</td><td>{link}</td>"
+            f'<td><b style="color:{color}">{escape(r["verdict"])}</b>{profile}</td>'
+            f"<td>{escape(format_numbers(r['numbers']))}</td><td>{escape(r['rule'])}{note}</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
