@@ -95,7 +95,8 @@ def to_notebook(md: Path, out: Path) -> Path:
 
     nb = jupytext.read(md)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata.setdefault("jupytext", {})["source"] = str(md.relative_to(ROOT))
+    source = md.relative_to(ROOT) if md.is_relative_to(ROOT) else md
+    nb.metadata.setdefault("jupytext", {})["source"] = str(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     jupytext.write(nb, out, fmt="ipynb")
     return out
