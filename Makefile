@@ -22,9 +22,10 @@ book: venv
 
 ## make test: the pytest suite, then every chapter under the smoke profile, then the HTML.
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not browser"
 	$(PY) -m analysis.book run --profile smoke
-	$(PY) -m analysis.book html
+	$(PY) -m analysis.book html --strict
+	$(PY) -m pytest -q -m browser
 
 clean:
 	rm -rf _build book/*.ipynb

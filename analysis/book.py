@@ -204,7 +204,7 @@ def html(strict: bool = False) -> Path:
     if missing:
         raise SystemExit(f"error: chapters not executed yet: {', '.join(missing)}; "
                          "run `python -m analysis.book run` first")
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "--path-output", str(ROOT)]
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "--path-output", str(ROOT), "--all"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     jb = Path(sys.executable).with_name("jupyter-book")

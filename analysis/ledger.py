@@ -120,8 +120,9 @@ _VERDICT_COLORS = {"reproduced": "#1b9e77", "partly reproduced": "#e6ab02",
                    "not reproduced": "#d95f02", "inconclusive": "#7570b3", "not run": "#999999"}
 
 
-def html_table(rows: list[dict]) -> str:
-    """The ledger as an HTML table; chapter links point at the chapter's page (and figure)."""
+def html_table(rows: list[dict], chapters: list[str] | None = None) -> str:
+    """The ledger as an HTML table; chapter links point at the chapter's page (and figure).
+    With ``chapters`` (the chapters in the book), a chapter not in the book is not linked."""
     from html import escape
 
     out = ['<table class="ledger"><thead><tr><th>Claim</th><th>Statement</th><th>Chapter</th>'
@@ -129,6 +130,8 @@ def html_table(rows: list[dict]) -> str:
     for r in rows:
         anchor = f"#{r['figure']}" if r.get("figure") else ""
         link = f'<a href="{escape(r["chapter"])}.html{escape(anchor)}">{escape(r["chapter"][:2])}</a>'
+        if chapters is not None and r["chapter"] not in chapters:
+            link = f"{escape(r['chapter'][:2])} (not in this book yet)"
         color = _VERDICT_COLORS.get(r["verdict"], "#333333")
         profile = f" (profile {escape(r['profile'])})" if r.get("profile") else ""
         note = f"<br><small>{escape(r['note'])}</small>" if r.get("note") else ""
