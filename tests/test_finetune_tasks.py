@@ -1,0 +1,55 @@
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from analysis.finetune import tasks
+
+
+class TinyEncoder(nn.Module):
+    """Embedding + one linear layer, answering like a HF model with hidden states."""
+
+    def __init__(self, vocab=50, dim=16):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.lin = nn.Linear(dim, dim)
+
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=True):
+        h0 = self.emb(input_ids)
+        return SimpleNamespace(hidden_states=(h0, torch.tanh(self.lin(h0))))
+
+
+def test_mean_pool_ignores_padding():
+    hidden = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.allclose(tasks.mean_pool(hidden, mask), torch.tensor([[1.0, 0.0]]))
+
+
+def test_contrastive_loss_decreases_on_a_tiny_batch():
+    torch.manual_seed(0)
+    model = TinyEncoder()
+    q = torch.randint(0, 50, (8, 6))
+    c = torch.randint(0, 50, (8, 9))
+    mq, mc = torch.ones_like(q), torch.ones_like(c)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def loss():
+        return tasks.contrastive_loss(tasks.mean_pool(tasks.encode(model, q, mq), mq),
+                                      tasks.mean_pool(tasks.encode(model, c, mc), mc))
+    first = loss().item()
+    for _ in range(40):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    assert value.item() < 0.5 * first
+    # a perfectly aligned pair of batches has a lower loss than a shuffled one
+    e = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    assert tasks.contrastive_loss(e, e) < tasks.contrastive_loss(e, e.roll(1, 0))
+
+
+def test_type_labels_go_to_the_first_overlapping_subword():
+    offsets = [(0, 0), (0, 3), (3, 5), (6, 9), (9, 12), (0, 0)]
+    targets = [(3, 5, 7), (6, 12, 2)]
+    assert tasks.type_labels_for(offsets, targets) == [-100, -100, 7, 2, -100, -100]
+    assert tasks.type_labels_for(offsets, []) == [-100] * 6
