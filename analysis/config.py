@@ -69,6 +69,8 @@ class Profile:
     search_distractors: int = 999        # CodeSearchNet convention
     long_context_factor: float = 2.0     # long-context functions are at least this x max_length
     type_vocab_size: int = 20            # most frequent types, plus "other"
+    finetune_train_size: int = 4000      # examples per fine-tuning training set (0 = all)
+    finetune_test_size: int = 500        # test pool per task (0 = all)
 
     # --- SSM-Interpret (analysis.interpret) ---
     kernel_length: int = 1024
@@ -151,6 +153,7 @@ SMOKE = Profile(
     probe_functions_distance=40, probe_functions_siblings=30, probe_functions_dfg=30,
     probe_pairs_per_class=40, probe_max_tokens=120, probe_max_train_points=200,
     finetune_steps=15, finetune_batch_size=8, search_distractors=99, type_vocab_size=8,
+    finetune_train_size=300, finetune_test_size=60,
     kernel_length=256, throughput_lengths=(128, 256, 512), throughput_batch=1,
 )
 DEFAULT = Profile(name="default")
@@ -159,7 +162,8 @@ PAPER = Profile(
     n_heads=12, pretrain_steps=100_000, batch_size=64, lr=5e-4, warmup_steps=2000,
     log_every=100, probe_pairs_per_class=1300, probe_max_tokens=512, probe_max_train_points=5000,
     finetune_steps=10_000, finetune_batch_size=32, finetune_lr=2e-5, seeds=3,
-    type_vocab_size=50, kernel_length=4096, throughput_batch=4,
+    type_vocab_size=50, finetune_train_size=0, finetune_test_size=0, kernel_length=4096,
+    throughput_batch=4,
 )
 PROFILES = {p.name: p for p in (SMOKE, DEFAULT, PAPER)}
 

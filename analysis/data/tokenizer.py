@@ -1,0 +1,52 @@
+"""A byte-level BPE tokenizer trained on the pretraining split (Hugging Face ``tokenizers``),
+saved so that ``AutoTokenizer.from_pretrained(dir)`` loads it, with offsets for alignment."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..cache import artifact_dir, cached
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
+TOKENIZER_VERSION = "1"
+
+
+def tokenizer_key(cfg) -> dict:
+    from .corpus import corpus_key
+    return {**corpus_key(cfg), **cfg.subset("vocab_size")}
+
+
+def _build(cfg, out: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from .finetune_sets import pretraining_texts
+
+    texts = pretraining_texts(cfg)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", bos), ("</s>", eos)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>", mask_token="<mask>",
+                                   cls_token="<s>", sep_token="</s>", model_max_length=10**9)
+    fast.save_pretrained(out)
+
+
+def load_tokenizer(cfg):
+    """The project's tokenizer for ``cfg`` (trained once, then cached)."""
+    from transformers import AutoTokenizer
+
+    return cached("tokenizer", tokenizer_key(cfg), lambda out: _build(cfg, out),
+                  lambda path: AutoTokenizer.from_pretrained(str(path)), TOKENIZER_VERSION)
+
+
+def tokenizer_dir(cfg) -> Path:
+    load_tokenizer(cfg)
+    return artifact_dir("tokenizer", tokenizer_key(cfg), TOKENIZER_VERSION)
