@@ -28,7 +28,7 @@ class Profile:
     corpus_set: str = "default"          # which sources.toml entries to use ("smoke" or "default")
     max_file_bytes: int = 1_000_000      # larger source files are skipped and counted
     max_functions: int = 0               # 0 = all extracted functions
-    vocab_size: int = 8000               # byte-level BPE vocabulary
+    vocab_size: int = 4000               # byte-level BPE vocabulary
     max_length: int = 256                # pretraining context, in subword tokens
 
     # --- models (analysis.models) ---
@@ -45,7 +45,7 @@ class Profile:
 
     # --- pretraining (analysis.train) ---
     pretrain_steps: int = 600
-    batch_size: int = 16
+    batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
