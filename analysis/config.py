@@ -149,7 +149,7 @@ def coerce(name: str, value):
 SMOKE = Profile(
     name="smoke", corpus_set="smoke", max_functions=1500, vocab_size=1000, max_length=128,
     d_model=32, n_layers=2, d_state=16, n_heads=2, mamba_d_state=8,
-    pretrain_steps=30, batch_size=8, warmup_steps=5, log_every=5,
+    pretrain_steps=200, batch_size=16, lr=5e-3, warmup_steps=20, log_every=10,
     probe_functions_distance=40, probe_functions_siblings=30, probe_functions_dfg=30,
     probe_pairs_per_class=40, probe_max_tokens=120, probe_max_train_points=200,
     finetune_steps=15, finetune_batch_size=8, search_distractors=99, type_vocab_size=8,

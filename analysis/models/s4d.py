@@ -44,25 +44,36 @@ class S4DKernel(nn.Module):
         self.A_imag.copy_(math.pi * torch.arange(self.modes).expand(self.n_kernels, -1))
         self.C.normal_(0.0, math.sqrt(0.5))
 
-    def discrete_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(dA, C dB), complex [n_kernels, M]."""
+    def _dtA_CdB(self) -> tuple[torch.Tensor, torch.Tensor]:
         dt = self.log_dt.exp()[:, None]
         A = torch.complex((-self.log_A_real.exp()).clamp(max=A_REAL_MAX), self.A_imag)
         dtA = dt * A
         C = torch.view_as_complex(self.C.contiguous())
-        return dtA.exp(), C * (dtA.exp() - 1) / A
+        return dtA, C * (dtA.exp() - 1) / A
+
+    def discrete_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dA, C dB), complex [n_kernels, M]."""
+        dtA, CdB = self._dtA_CdB()
+        return dtA.exp(), CdB
 
     def forward(self, length: int) -> torch.Tensor:
-        """The kernels K: [n_kernels, length] (float)."""
-        dA, CdB = self.discrete_modes()
-        return kernel_from_modes(dA, CdB, length)
+        """The kernels K: [n_kernels, length] (float), from dt A directly (exact even when
+        dA underflows to 0)."""
+        dtA, CdB = self._dtA_CdB()
+        return _vandermonde(dtA, CdB, length)
+
+
+def _vandermonde(log_dA: torch.Tensor, CdB: torch.Tensor, length: int) -> torch.Tensor:
+    l = torch.arange(length, device=log_dA.device, dtype=log_dA.real.dtype)
+    powers = torch.exp(log_dA.unsqueeze(-1) * l)  # [..., M, L]
+    return 2 * torch.einsum("...m,...ml->...l", CdB, powers).real
 
 
 def kernel_from_modes(dA: torch.Tensor, CdB: torch.Tensor, length: int) -> torch.Tensor:
-    """K[..., l] = 2 Re sum_m CdB_m dA_m^l, by the Vandermonde product in log space."""
-    l = torch.arange(length, device=dA.device, dtype=dA.real.dtype)
-    powers = torch.exp(dA.log().unsqueeze(-1) * l)  # [..., M, L]
-    return 2 * torch.einsum("...m,...ml->...l", CdB, powers).real
+    """K[..., l] = 2 Re sum_m CdB_m dA_m^l, by the Vandermonde product in log space
+    (a mode with dA = 0 contributes at l = 0 only)."""
+    log_dA = torch.where(dA == 0, torch.full_like(dA, -1e30), dA.log())
+    return _vandermonde(log_dA, CdB, length)
 
 
 def fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,167 @@
+"""Models: round trips, the S4D kernel against its recurrence, causality and receptive
+fields, padding, parameter parity, and the chapter-06 switches."""
+import pytest
+import torch
+
+from analysis import config
+from analysis.models import MODELS, build, load_checkpoint, trainable_parameters
+from analysis.models.codessm import reverse_padded
+from analysis.models.s4d import S4DKernel, fft_conv
+
+SMOKE = config.profile("smoke")
+VOCAB = 60
+
+
+def _ids(b=2, L=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(5, VOCAB, (b, L), generator=g)
+
+
+def _out(model, ids, mask=None):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_load_roundtrip_is_exact(name, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models as tm
+    model = build(name, SMOKE, VOCAB).eval()
+    model.save_pretrained(tmp_path)
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tm.WordLevel({"<pad>": 0, "<unk>": 1}, unk_token="<unk>")),
+                                  pad_token="<pad>", unk_token="<unk>")
+    tok.save_pretrained(tmp_path)
+    again, _ = load_checkpoint(tmp_path)
+    ids = _ids()
+    assert type(again) is type(model)
+    assert torch.equal(_out(model, ids), _out(again, ids))
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a model checkpoint.*config.json"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="unknown model 'codeSSM'.*codessm, codessm-hf"):
+        build("codeSSM", SMOKE, VOCAB)
+
+
+def test_s4d_kernel_matches_the_recurrence():
+    torch.manual_seed(0)
+    k = S4DKernel(n_kernels=3, d_state=8)
+    with torch.no_grad():
+        k.log_dt.uniform_(-3, -1)
+    L = 50
+    K = k(L).double()
+    dA, CdB = (t.to(torch.complex128) for t in k.discrete_modes())
+    # impulse response of x_l = dA x_{l-1} + dB u_l, y_l = 2 Re(C x_l) with u = delta_0
+    x = CdB.clone()           # C folded in: state after the impulse
+    ref = []
+    for _ in range(L):
+        ref.append(2 * x.sum(-1).real)
+        x = dA * x
+    assert torch.allclose(K, torch.stack(ref, -1), atol=1e-5, rtol=1e-5)
+
+
+def test_fft_convolution_is_a_causal_convolution():
+    torch.manual_seed(1)
+    u, kern = torch.randn(2, 3, 40, dtype=torch.float64), torch.randn(3, 40, dtype=torch.float64)
+    direct = torch.zeros_like(u)
+    for t in range(40):
+        for s in range(t + 1):
+            direct[..., t] += kern[:, t - s] * u[..., s]
+    assert torch.allclose(fft_conv(u.float(), kern.float()).double(), direct, atol=1e-4)
+
+
+def test_receptive_field_is_the_kernel_support():
+    model = build("codessm", SMOKE, VOCAB).eval()
+    ids = _ids(1, 16)
+    far = ids.clone()
+    far[0, 12] = (far[0, 12] + 1 - 5) % (VOCAB - 5) + 5
+    assert not torch.equal(_out(model, ids)[0, 3], _out(model, far)[0, 3])  # full support: it changes
+    with torch.no_grad():  # a kernel of support {0}: dA = exp(dt A) underflows to 0
+        for layer in model.layers:
+            for ssm in (layer.ssm_f, layer.ssm_b):
+                ssm.kernel.log_A_real.fill_(30.0)
+    assert torch.equal(_out(model, ids)[0, 3], _out(model, far)[0, 3])
+    assert not torch.equal(_out(model, ids)[0, 12], _out(model, far)[0, 12])
+
+
+def test_bimamba_is_causal_per_direction_and_bidirectional_as_a_whole():
+    model = build("bimamba", SMOKE, VOCAB).eval()
+    ids = _ids(1, 14)
+    later, earlier = ids.clone(), ids.clone()
+    later[0, 10] = later[0, 10] % 50 + 6
+    earlier[0, 2] = earlier[0, 2] % 50 + 6
+    layer = model.layers[0]
+    with torch.no_grad():
+        h = lambda x: layer.norm(model.embeddings(x))
+        f_ids, f_later = layer.mixer_f(h(ids)), layer.mixer_f(h(later))
+        assert torch.allclose(f_ids[0, :10], f_later[0, :10], atol=1e-6)      # forward: causal
+        assert not torch.allclose(f_ids[0, 10:], f_later[0, 10:])
+        rev = lambda x: reverse_padded(x, torch.tensor([14]))
+        b_ids, b_earlier = rev(layer.mixer_b(rev(h(ids)))), rev(layer.mixer_b(rev(h(earlier))))
+        assert torch.allclose(b_ids[0, 3:], b_earlier[0, 3:], atol=1e-6)       # backward: anti-causal
+    out = _out(model, ids)[0, 6]
+    assert not torch.allclose(out, _out(model, later)[0, 6])                   # sees the future
+    assert not torch.allclose(out, _out(model, earlier)[0, 6])                 # and the past
+
+
+@pytest.mark.parametrize("name", ["codessm", "rocoder", "bimamba"])
+def test_padding_does_not_leak(name):
+    model = build(name, SMOKE, VOCAB).eval()
+    short, long = _ids(1, 7, seed=3), _ids(1, 12, seed=4)
+    batch = torch.zeros(2, 12, dtype=torch.long)
+    batch[0, :7], batch[1] = short[0], long[0]
+    mask = torch.zeros_like(batch)
+    mask[0, :7], mask[1] = 1, 1
+    alone = _out(model, short)[0]
+    padded = _out(model, batch, mask)[0, :7]
+    assert torch.allclose(alone, padded, atol=1e-5), (alone - padded).abs().max()
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
+def test_parameter_counts_agree_within_ten_percent(profile):
+    cfg = config.profile(profile)
+    with torch.device("meta"):
+        counts = {n: trainable_parameters(build(n, cfg, cfg.vocab_size)) for n in MODELS}
+    ref = counts["codessm"]
+    assert all(abs(c - ref) / ref < 0.10 for c in counts.values()), counts
+
+
+def test_eight_kernels_are_distinct_and_reduce_to_codessm_when_tied():
+    eight = build("codessm-8kernel", SMOKE, VOCAB).eval()
+    K = eight.kernels(32)
+    assert K.shape == (SMOKE.n_layers, 2, 8, 32)
+    flat = K.flatten(0, 1)
+    for kernels in flat:  # 8 distinct kernels per layer and direction
+        assert torch.cdist(kernels, kernels).add(torch.eye(8)).min() > 1e-6
+    one = build("codessm", SMOKE, VOCAB).eval()
+    state = eight.state_dict()
+    with torch.no_grad():
+        for key, value in state.items():
+            if ".kernel." in key:
+                value.copy_(value[:1].expand_as(value))  # tie all 8 to the first
+        eight.load_state_dict(state)
+        one.load_state_dict({k: (v[:1] if ".kernel." in k else v) for k, v in state.items()})
+    ids = _ids()
+    assert torch.allclose(_out(eight, ids), _out(one, ids), atol=1e-6)
+
+
+def test_hf_path_with_zero_weights_is_codessm():
+    hf = build("codessm-hf", SMOKE, VOCAB).eval()
+    one = build("codessm", SMOKE, VOCAB).eval()
+    state = hf.state_dict()
+    assert all(torch.count_nonzero(v) == 0 for k, v in state.items() if ".hf_" in k)
+    one.load_state_dict({k: v for k, v in state.items() if ".hf_" not in k})
+    ids = _ids()
+    assert torch.equal(_out(hf, ids), _out(one, ids))
+    with torch.no_grad():
+        hf.layers[0].hf_f.weight.normal_()
+    assert not torch.equal(_out(hf, ids), _out(one, ids))
+
+
+def test_kernels_tensor_shape_and_modes():
+    m = build("codessm", SMOKE, VOCAB)
+    dA, CdB = m.discrete_modes()
+    assert dA.shape == CdB.shape == (SMOKE.n_layers, 2, 1, SMOKE.d_state // 2)
+    assert (dA.abs() < 1).all()  # stable modes
+    assert m.kernels(20).shape == (SMOKE.n_layers, 2, 1, 20)
