@@ -57,6 +57,7 @@ class ParsedCode:
     _node_parent: list[int] = field(repr=False)   # parent of every node (-1 for the root)
     _node_depth: list[int] = field(repr=False)
     _token_node: list[int] = field(repr=False)
+    node_types: list[str] = field(default_factory=list, repr=False)  # type of every node
     dfg_edges: list[tuple[int, int, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -141,7 +142,7 @@ def parse_function(code: str | bytes, language: str = "python", *, dataflow: boo
     text, data, tree = parse_tree(code, max_bytes)
     char_of = _byte_to_char(text, data)
 
-    node_parent, node_depth, tokens, parents, token_node = [], [], [], [], []
+    node_parent, node_depth, tokens, parents, token_node, node_types = [], [], [], [], [], []
     node_ids = {}
     stack = [(tree.root_node, -1, 0)]
     while stack:
@@ -149,6 +150,7 @@ def parse_function(code: str | bytes, language: str = "python", *, dataflow: boo
         nid = len(node_parent)
         node_parent.append(parent)
         node_depth.append(depth)
+        node_types.append(node.type)
         if node.type in COMMENT_TYPES:
             continue
         if node.child_count == 0 or node.type in STRING_TYPES:
@@ -163,7 +165,7 @@ def parse_function(code: str | bytes, language: str = "python", *, dataflow: boo
             continue
         for child in reversed(node.children):
             stack.append((child, nid, depth + 1))
-    parsed = ParsedCode(text, tokens, parents, node_parent, node_depth, token_node)
+    parsed = ParsedCode(text, tokens, parents, node_parent, node_depth, token_node, node_types)
     if dataflow:
         from .dataflow import dataflow_edges
         parsed.dfg_edges = dataflow_edges(tree.root_node, node_ids)
