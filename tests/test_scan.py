@@ -1,4 +1,6 @@
 """The CPU selective scan against mamba-ssm's reference structure: outputs and gradients."""
+import math
+
 import pytest
 import torch
 
@@ -26,12 +28,19 @@ def _run(fn, kw, opts):
     return y, last, {k: v.grad for k, v in leaves.items()}
 
 
+def _chunks_of(monkeypatch, steps, b, d, n):
+    """Make the CPU path cut time into chunks of ``steps`` so chunk boundaries are exercised."""
+    monkeypatch.setattr(scan, "CHUNK_ELEMENTS", steps * b * d * n)
+    assert scan.chunk_length(b, d, n, 10 ** 6) == steps
+
+
 @pytest.mark.parametrize("shape", [(2, 4, 3, 7), (1, 6, 2, 70), (3, 2, 4, 130)])
 @pytest.mark.parametrize("groups", [None, 2])
 @pytest.mark.parametrize("extras", [("D", "z", "delta_bias"), ()])
 @pytest.mark.parametrize("softplus,last", [(True, False), (False, True)])
-def test_matches_reference_outputs_and_gradients(shape, groups, extras, softplus, last):
+def test_matches_reference_outputs_and_gradients(monkeypatch, shape, groups, extras, softplus, last):
     b, d, n, L = shape
+    _chunks_of(monkeypatch, 5, b, d, n)  # 7 = 5 + 2, 70 = 14 x 5, 130 = 26 x 5
     kw = _inputs(b, d, n, L, groups)
     opts = {"use": ("u", "delta", "A", "B", "C") + extras, "softplus": softplus, "last": last}
     y_ref, last_ref, g_ref = _run(scan.selective_scan_ref, kw, opts)
@@ -44,11 +53,61 @@ def test_matches_reference_outputs_and_gradients(shape, groups, extras, softplus
         assert (g[k] - g_ref[k]).abs().max() / scale < 1e-4, k
 
 
-def test_gradcheck_float64():
-    kw = _inputs(1, 3, 2, 9, dtype=torch.float64)
-    args = tuple(kw[k].clone().requires_grad_(True) for k in ("u", "delta", "A", "B", "C"))
-    assert torch.autograd.gradcheck(lambda u, dl, A, B, C: scan.selective_scan_cpu(u, dl, A, B, C, delta_softplus=True),
-                                    args, eps=1e-6, atol=1e-6)
+@pytest.mark.parametrize("chunk", [4, 9])
+def test_gradcheck_float64(monkeypatch, chunk):
+    _chunks_of(monkeypatch, chunk, 1, 4, 2)  # L = 9: chunks 4 + 4 + 1, or one chunk
+    kw = _inputs(1, 4, 2, 9, groups=2, dtype=torch.float64)
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    args = tuple(kw[k].clone().requires_grad_(True) for k in names)
+
+    def scan_with_last(*a):
+        y, last = scan.selective_scan_cpu(*a[:5], D=a[5], z=a[6], delta_bias=a[7], delta_softplus=True,
+                                          return_last_state=True)
+        return y, last
+
+    assert torch.autograd.gradcheck(scan_with_last, args, eps=1e-6, atol=1e-6)
+
+
+def test_chunk_length_does_not_change_the_result(monkeypatch):
+    kw = _inputs(2, 4, 3, 23)
+    ys = []
+    for steps in (1, 3, 23):
+        _chunks_of(monkeypatch, steps, 2, 4, 3)
+        ys.append(scan.selective_scan_cpu(**kw, delta_softplus=True))
+    assert torch.allclose(ys[0], ys[1], atol=1e-6) and torch.allclose(ys[0], ys[2], atol=1e-6)
+
+
+def test_B_and_C_with_different_groupings(monkeypatch):
+    _chunks_of(monkeypatch, 4, 2, 8, 3)
+    g = torch.Generator().manual_seed(1)
+    kw = _inputs(2, 8, 3, 10)
+    kw["B"] = torch.randn(2, 2, 3, 10, generator=g)   # channels 0-3 read group 0, 4-7 group 1
+    kw["C"] = torch.randn(2, 4, 3, 10, generator=g)
+    opts = {"use": ("u", "delta", "A", "B", "C", "D"), "softplus": True, "last": False}
+    y_ref, _, g_ref = _run(scan.selective_scan_ref, kw, opts)
+    y, _, grads = _run(scan.selective_scan_cpu, kw, opts)
+    assert torch.allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for k in g_ref:
+        assert torch.allclose(grads[k], g_ref[k], rtol=1e-4, atol=1e-4), k
+
+
+def test_hand_worked_scan():
+    """One channel, one state, A = -log 2, delta = 1 (no softplus): x_t = x_{t-1} / 2 + u_t B_t."""
+    u = torch.tensor([[[1.0, 2.0, 4.0]]])
+    y, last = scan.selective_scan_cpu(u, torch.ones(1, 1, 3), -torch.full((1, 1), math.log(2.0)),
+                                      torch.ones(1, 1, 3), torch.tensor([[[1.0, 1.0, 2.0]]]),
+                                      D=torch.tensor([0.5]), return_last_state=True)
+    # x = 1, 2.5, 5.25; y = C x + D u = 1.5, 3.5, 12.5
+    assert torch.allclose(y, torch.tensor([[[1.5, 3.5, 12.5]]]))
+    assert torch.allclose(last, torch.tensor([[[5.25]]]))
+
+
+def test_bfloat16_inputs_accumulate_in_float32():
+    kw = {k: v.to(torch.bfloat16) for k, v in _inputs(2, 4, 3, 40).items()}
+    y = scan.selective_scan_cpu(**kw, delta_softplus=True)
+    assert y.dtype == torch.bfloat16
+    ref = scan.selective_scan_ref(**{k: v.float() for k, v in kw.items()}, delta_softplus=True)
+    assert torch.allclose(y.float(), ref, rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.parametrize("L", [0, 1])
@@ -73,11 +132,27 @@ def test_non_contiguous_inputs():
     ("B", torch.zeros(2, 3, 11), "B must be"),
     ("D", torch.zeros(5), "D must be"),
     ("A", torch.zeros(4, 2, dtype=torch.complex64), "complex"),
+    ("B", torch.zeros(2, 3, 2, 11), "B must be"),           # 3 groups do not divide dim 4
+    ("C", torch.zeros(4, 2), "C must be"),                  # constant C is not supported
+    ("z", torch.zeros(2, 4, 10), "z must have"),
+    ("delta_bias", torch.zeros(4, 1), "delta_bias must be"),
 ])
 def test_bad_shapes_name_the_argument(arg, bad, match):
     kw = {k: v for k, v in _inputs(2, 4, 2, 11).items() if k in ("u", "delta", "A", "B", "C", "D")}
     kw[arg] = bad
     with pytest.raises(ValueError, match=match):
+        scan.selective_scan(**kw)
+
+
+@pytest.mark.parametrize("arg,bad,error,match", [
+    ("u", torch.zeros(2, 4, 11, dtype=torch.int64), TypeError, "u must be a floating-point"),
+    ("B", torch.zeros(2, 2, 11).numpy(), TypeError, "B must be a torch.Tensor"),
+    ("D", torch.zeros(4, device="meta"), ValueError, "D is on meta but u is on cpu"),
+])
+def test_bad_dtypes_and_devices_name_the_argument(arg, bad, error, match):
+    kw = {k: v for k, v in _inputs(2, 4, 2, 11).items() if k in ("u", "delta", "A", "B", "C", "D")}
+    kw[arg] = bad
+    with pytest.raises(error, match=match):
         scan.selective_scan(**kw)
 
 

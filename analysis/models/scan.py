@@ -16,6 +16,7 @@ lazily, never at module import: it cannot be installed on a CPU-only machine.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,19 @@ def backend(device: str | torch.device = "cpu") -> str:
 
 
 def _check(u, delta, A, B, C, D, z, delta_bias):
+    named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
+    for name, t in named.items():
+        if t is None and name in ("u", "delta", "A", "B", "C"):
+            raise ValueError(f"{name} is required, got None")
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t is not None and not (t.is_floating_point() or t.is_complex()):
+            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}; convert it with .float()")
+        if t is not None and t.device != u.device:
+            raise ValueError(f"{name} is on {t.device} but u is on {u.device}; move all inputs to one device")
+    for name in ("u", "delta", "B", "C", "D", "z", "delta_bias"):
+        if named[name] is not None and named[name].is_complex():
+            raise ValueError(f"{name} is complex: the CPU selective scan supports real inputs only")
     if u.dim() != 3:
         raise ValueError(f"u must be [batch, dim, length], got shape {tuple(u.shape)}")
     b, d, L = u.shape
@@ -112,123 +126,189 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return (out, x) if return_last_state else out
 
 
-CHUNK = 64
+CHUNK_ELEMENTS = 1 << 19  # states per chunk buffer: T * batch * state * dim (2 MiB in float32)
 
 
-class _Scan(torch.autograd.Function):
-    """y_t = <x_t, C_t>, x_t = exp(delta_t A) x_{t-1} + delta_t u_t B_t, for B, C [b, n, L].
+def chunk_length(b: int, d: int, n: int, L: int) -> int:
+    """Time steps per chunk: buffers of about CHUNK_ELEMENTS states, reused for every chunk."""
+    return max(1, min(L, CHUNK_ELEMENTS // max(1, b * d * n)))
 
-    Forward keeps only the state at each chunk boundary; backward walks the chunks in
-    reverse, recomputes the chunk's states from its boundary, runs the adjoint recursion
-    g_t = exp(delta_{t+1} A) g_{t+1} + dy_t C_t backwards in time, and forms every gradient
-    of the chunk with a few vectorised products. Memory: O(b d n (L / CHUNK + CHUNK))."""
+
+def _chunk_steps(u, delta, delta_bias, softplus, s, e):
+    """Time-major [k, b, d] copies of u and of the step size for time steps s..e-1:
+    (u_c, delta_c + bias before softplus, step size after softplus)."""
+    u_c = u[:, :, s:e].permute(2, 0, 1).contiguous()
+    raw = delta[:, :, s:e].permute(2, 0, 1).contiguous()
+    if delta_bias is not None:
+        raw.add_(delta_bias)
+    return u_c, raw, (F.softplus(raw) if softplus else raw)
+
+
+def _per_group(t_c: torch.Tensor) -> torch.Tensor:
+    """B or C for a chunk, [b, G, n, k] -> [k, b, n, G, 1], to broadcast against [k, b, n, G, d/G]."""
+    return t_c.permute(3, 0, 2, 1)[..., None]
+
+
+def _times_group(x, t_c, out):
+    """out[k, b, n, d] = x[k, b, ?, d] * t_c[b, group(d), n, k]  (x's n axis may broadcast)."""
+    k, b, n, d = out.shape
+    G = t_c.shape[1]
+    torch.mul(x.view(k, b, x.shape[2], G, d // G), _per_group(t_c), out=out.view(k, b, n, G, d // G))
+    return out
+
+
+def _sum_group(prod: torch.Tensor, G: int) -> torch.Tensor:
+    """[k, b, n, d] -> [b, G, n, k]: sum over the channels of each group."""
+    k, b, n, d = prod.shape
+    return prod.view(k, b, n, G, d // G).sum(-1).permute(1, 3, 2, 0)
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """The whole selective scan, fused and chunked over time. Layouts: u, delta, z: [b, d, L];
+    A: [d, n]; B, C: [b, G, n, L] (channel d reads group d // (d/G)); D, delta_bias: [d].
+    Inside, states are [b, n, d] (dim innermost: every reduction is over n, a non-inner axis,
+    or over d, a long contiguous one) and each chunk of T steps is time-major [T, b, n, d].
+
+    Forward, per chunk: the step sizes, exp(delta_t A) and delta_t u_t B_t for all T steps as a
+    few vectorised ops into two reused buffers, then one in-place ``addcmul_`` per step
+    (x_t = dA_t x_{t-1} + dBu_t), then y_t = <x_t, C_t> (+ D u_t) (* silu z_t) for the chunk.
+    Only the state at each chunk start is saved; no [b, d, L, n] tensor ever exists.
+
+    Backward, chunks in reverse: recompute the chunk's states from its saved start, form
+    dy_t (through the z gate), run the adjoint g_t = dL/dx_t = C_t dy_t + dA_{t+1} g_{t+1}
+    (one ``addcmul_`` per step), then all gradients of the chunk at once, with
+    p_t = g_t * x_{t-1} * dA_t:
+
+        dA = sum_t p_t delta_t       ddelta_t = sigmoid'(...) (sum_n p_t A + u_t <g_t, B_t>)
+        du_t = delta_t <g_t, B_t> + D dy_t     dB_t = sum_(d in group) g_t delta_t u_t
+        dC_t = sum_(d in group) x_t dy_t        dz_t = dout_t y'_t silu'(z_t)
+
+    Memory: four chunk buffers plus one state per chunk, O(b d n (T + L / T)) beyond the
+    inputs and outputs."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus):
         b, d, L = u.shape
-        x = u.new_zeros(b, d, A.shape[1])
-        y = u.new_empty(b, d, L)
-        bounds = []
-        dtu = delta * u
-        for s in range(0, L, CHUNK):
-            e = min(L, s + CHUNK)
-            bounds.append(x.clone())
-            dA = torch.exp(delta[:, :, s:e, None] * A[:, None, :])      # [b, d, T, n]
-            for k, t in enumerate(range(s, e)):
-                x = dA[:, :, k] * x + dtu[:, :, t, None] * B[:, None, :, t]
-                y[:, :, t] = torch.einsum("bdn,bn->bd", x, C[:, :, t])
-        ctx.save_for_backward(u, delta, A, B, C, torch.stack(bounds) if bounds else x[None])
-        return y, x
+        G, n = B.shape[1], A.shape[1]
+        T = chunk_length(b, d, n, L)
+        A_t = A.t().contiguous()                                            # [n, d]
+        out = u.new_empty(b, d, L)
+        starts = range(0, L, T)
+        saved_states = u.new_empty(len(starts), b, n, d)
+        x = u.new_zeros(b, n, d)
+        dA_buf, X_buf = u.new_empty(T, b, n, d), u.new_empty(T, b, n, d)
+        dA_steps, X_steps = dA_buf.unbind(0), X_buf.unbind(0)
+        for ci, s in enumerate(starts):
+            e = min(L, s + T)
+            k = e - s
+            u_c, _, dt = _chunk_steps(u, delta, delta_bias, softplus, s, e)   # [k, b, d]
+            prev = saved_states[ci].copy_(x)                                # x_{s-1}
+            dA = torch.mul(dt[:, :, None, :], A_t, out=dA_buf[:k]).exp_()   # [k, b, n, d]
+            X = _times_group((dt * u_c)[:, :, None, :], B[..., s:e], X_buf[:k])
+            for step in range(k):
+                prev = X_steps[step].addcmul_(dA_steps[step], prev)
+            x = prev
+            y_c = _times_group(X, C[..., s:e], dA).sum(2)                   # [k, b, d]
+            if D is not None:
+                y_c.addcmul_(u_c, D)
+            if z is not None:
+                y_c.mul_(F.silu(z[:, :, s:e].permute(2, 0, 1)))
+            out[:, :, s:e].copy_(y_c.permute(1, 2, 0))
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, saved_states)
+        ctx.softplus = softplus
+        return out, x.transpose(1, 2).contiguous()
 
     @staticmethod
-    def backward(ctx, dy, dlast):
-        u, delta, A, B, C, bounds = ctx.saved_tensors
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias, saved_states = ctx.saved_tensors
+        softplus = ctx.softplus
         b, d, L = u.shape
-        n = A.shape[1]
-        du, ddelta = torch.zeros_like(u), torch.zeros_like(delta)
-        dA_param, dB, dC = torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(C)
-        g = dlast.clone() if dlast is not None else u.new_zeros(b, d, n)
-        dtu = delta * u
-        starts = list(range(0, L, CHUNK))
+        G, n = B.shape[1], A.shape[1]
+        T = chunk_length(b, d, n, L)
+        A_t = A.t().contiguous()
+        du, ddelta = u.new_empty(b, d, L), u.new_empty(b, d, L)
+        dz = u.new_empty(b, d, L) if z is not None else None
+        dB, dC = torch.empty_like(B), torch.empty_like(C)
+        dA_t = A_t.new_zeros(n, d)
+        dD = D.new_zeros(d) if D is not None else None
+        dbias = delta_bias.new_zeros(d) if delta_bias is not None else None
+        g_next = u.new_zeros(b, n, d) if dlast is None else dlast.transpose(1, 2).contiguous()
+        dA_buf, X_buf = u.new_empty(T, b, n, d), u.new_empty(T + 1, b, n, d)  # X: x_{s-1}..x_{e-1}
+        G_buf, S_buf = u.new_empty(T, b, n, d), u.new_empty(T, b, n, d)
+        dA_steps, X_steps, G_steps = dA_buf.unbind(0), X_buf.unbind(0), G_buf.unbind(0)
+        starts = list(range(0, L, T))
         for ci in reversed(range(len(starts))):
             s = starts[ci]
-            e = min(L, s + CHUNK)
-            T = e - s
-            dA = torch.exp(delta[:, :, s:e, None] * A[:, None, :])      # [b, d, T, n]
-            xs = u.new_empty(T + 1, b, d, n)                            # states x_{s-1} .. x_{e-1}
-            xs[0] = bounds[ci]
-            for k in range(T):
-                xs[k + 1] = dA[:, :, k] * xs[k] + dtu[:, :, s + k, None] * B[:, None, :, s + k]
-            gs = u.new_empty(T, b, d, n)
-            for k in reversed(range(T)):
-                t = s + k
-                g = g + dy[:, :, t, None] * C[:, None, :, t]
-                gs[k] = g
-                g = g * dA[:, :, k]                                     # flows to x_{t-1}
-            gs_t = gs.permute(1, 2, 0, 3)                               # [b, d, T, n]
-            x_prev = xs[:-1].permute(1, 2, 0, 3)
-            x_cur = xs[1:].permute(1, 2, 0, 3)
-            ddtA = gs_t * x_prev * dA                                   # d loss / d (delta_t A)
-            Bc = B[:, :, s:e].transpose(1, 2)[:, None]                  # [b, 1, T, n]
-            d_dtu = (gs_t * Bc).sum(-1)                                 # [b, d, T]
-            ddelta[:, :, s:e] = (ddtA * A[:, None, :]).sum(-1) + d_dtu * u[:, :, s:e]
-            du[:, :, s:e] = d_dtu * delta[:, :, s:e]
-            dA_param += torch.einsum("bdtn,bdt->dn", ddtA, delta[:, :, s:e])
-            dB[:, :, s:e] = torch.einsum("bdtn,bdt->bnt", gs_t, dtu[:, :, s:e])
-            dC[:, :, s:e] = torch.einsum("bdtn,bdt->bnt", x_cur, dy[:, :, s:e])
-        return du, ddelta, dA_param, dB, dC
+            e = min(L, s + T)
+            k = e - s
+            B_c, C_c = B[..., s:e], C[..., s:e]
+            u_c, raw, dt = _chunk_steps(u, delta, delta_bias, softplus, s, e)
+            dA = torch.mul(dt[:, :, None, :], A_t, out=dA_buf[:k]).exp_()
+            X = X_buf[:k + 1]
+            X[0].copy_(saved_states[ci])
+            dtu = dt * u_c
+            _times_group(dtu[:, :, None, :], B_c, X[1:])
+            for step in range(k):
+                X_steps[step + 1].addcmul_(dA_steps[step], X_steps[step])
+            dy = dout[:, :, s:e].permute(2, 0, 1)                           # [k, b, d]
+            if z is not None:
+                z_c = z[:, :, s:e].permute(2, 0, 1)
+                y_c = _times_group(X[1:], C_c, S_buf[:k]).sum(2)
+                if D is not None:
+                    y_c.addcmul_(u_c, D)
+                sig = torch.sigmoid(z_c)
+                dz[:, :, s:e].copy_((dy * y_c * sig * (1 + z_c * (1 - sig))).permute(1, 2, 0))
+                dy = dy * z_c * sig
+            dy = dy.contiguous()
+            Gr = _times_group(dy[:, :, None, :], C_c, G_buf[:k])
+            G_steps[k - 1].add_(g_next)
+            for step in range(k - 2, -1, -1):
+                G_steps[step].addcmul_(dA_steps[step + 1], G_steps[step + 1])
+            g_next = dA_steps[0] * G_steps[0]
+            S = S_buf[:k]
+            gB = _times_group(Gr, B_c, S).sum(2)                            # <g_t, B_t>: [k, b, d]
+            dB[..., s:e] = _sum_group(torch.mul(Gr, dtu[:, :, None, :], out=S), G)
+            dC[..., s:e] = _sum_group(torch.mul(X[1:], dy[:, :, None, :], out=S), G)
+            P = X[:k].mul_(Gr).mul_(dA)                                     # p_t = g_t x_{t-1} dA_t
+            ddt = torch.mul(P, A_t, out=S).sum(2).addcmul_(gB, u_c)         # [k, b, d]
+            dA_t += P.mul_(dt[:, :, None, :]).sum((0, 1))
+            du_c = gB.mul_(dt)
+            if D is not None:
+                du_c.addcmul_(dy, D)
+                dD += (dy * u_c).sum((0, 1))
+            if softplus:
+                ddt.mul_(torch.sigmoid(raw))
+            if dbias is not None:
+                dbias += ddt.sum((0, 1))
+            du[:, :, s:e].copy_(du_c.permute(1, 2, 0))
+            ddelta[:, :, s:e].copy_(ddt.permute(1, 2, 0))
+        return du, ddelta, dA_t.t(), dB, dC, dD, dz, dbias, None
+
+
+def _groups_of(B: torch.Tensor, groups: int, acc: torch.dtype) -> torch.Tensor:
+    """B or C, [b, n, L] or [b, G, n, L], as [b, groups, n, L] in dtype ``acc``."""
+    B = (B[:, None] if B.dim() == 3 else B).to(acc)
+    return B if B.shape[1] == groups else B.repeat_interleave(groups // B.shape[1], dim=1)
 
 
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                        return_last_state=False):
-    """The CPU path. For B, C of shape [b, n, L]: ``_Scan``, a hand-written forward and
-    reverse-time backward that recomputes states chunk by chunk. For grouped B, C: an
-    autograd loop over ``unbind()`` slices (never time-indexing, whose backward is O(L^2)).
-    The discretisation, D skip and z gate are plain autograd ops. Accumulates in float32."""
+    """The CPU path: ``_SelectiveScan``, fused (bias, softplus, scan, D skip, z gate) and chunked
+    over time, with a hand-written reverse-time backward that recomputes states. Accumulates in
+    float32 for lower-precision inputs (float64 stays float64) and returns u's dtype. B and C
+    with different group counts are both expanded to the finer grouping."""
     _check(u, delta, A, B, C, D, z, delta_bias)
     dtype_in = u.dtype
-    acc = torch.promote_types(dtype_in, torch.float32)  # float32 accumulation, float64 kept
-    u, delta, A = u.to(acc), delta.to(acc), A.to(acc)
-    if delta_bias is not None:
-        delta = delta + delta_bias[..., None].to(acc)
-    if delta_softplus:
-        delta = F.softplus(delta)
-    b, d, L = u.shape
-    grouped = B.dim() == 4 or C.dim() == 4
-    if not grouped:
-        y, x = _Scan.apply(u.contiguous(), delta.contiguous(), A.contiguous(), B.to(acc).contiguous(),
-                           C.to(acc).contiguous())
-        out = y if D is None else y + u * D[:, None].to(acc)
-        if z is not None:
-            out = out * F.silu(z.to(acc))
-        out = out.to(dtype_in)
-        return (out, x) if return_last_state else out
-    Bx, Cx = _expand_groups(B.float(), d), _expand_groups(C.float(), d)
-    dtu = delta * u
-    x = u.new_zeros(b, d, A.shape[1])
-    ys = []
-    block = 64
-    for s in range(0, L, block):
-        e = min(L, s + block)
-        dA = torch.exp(delta[:, :, s:e, None] * A[:, None, :])         # [b, d, T, n]
-        if grouped:
-            Bb = Bx[..., s:e] if Bx.dim() == 4 else Bx[:, None, :, s:e].expand(b, d, -1, -1)
-            Cb = Cx[..., s:e] if Cx.dim() == 4 else Cx[:, None, :, s:e].expand(b, d, -1, -1)
-            dBu = dtu[:, :, None, s:e] * Bb                               # [b, d, n, T]
-            for dA_t, dBu_t, C_t in zip(dA.unbind(2), dBu.unbind(3), Cb.unbind(3)):
-                x = dA_t * x + dBu_t
-                ys.append((x * C_t).sum(-1))
-        else:
-            for dA_t, dtu_t, B_t, C_t in zip(dA.unbind(2), dtu[:, :, s:e].unbind(2),
-                                             Bx[:, :, s:e].unbind(2), Cx[:, :, s:e].unbind(2)):
-                x = dA_t * x + dtu_t[:, :, None] * B_t[:, None, :]
-                ys.append(torch.einsum("bdn,bn->bd", x, C_t))
-    y = torch.stack(ys, dim=2) if ys else u.new_zeros(b, d, 0)
-    out = y if D is None else y + u * D[:, None].float()
-    if z is not None:
-        out = out * F.silu(z.float())
+    acc = torch.promote_types(dtype_in, torch.float32)
+    gB = B.shape[1] if B.dim() == 4 else 1
+    gC = C.shape[1] if C.dim() == 4 else 1
+    groups = gB * gC // math.gcd(gB, gC)
+    cast = lambda t: None if t is None else t.to(acc)
+    out, last = _SelectiveScan.apply(cast(u), cast(delta), cast(A), _groups_of(B, groups, acc),
+                                     _groups_of(C, groups, acc), cast(D), cast(z), cast(delta_bias),
+                                     bool(delta_softplus))
     out = out.to(dtype_in)
-    return (out, x) if return_last_state else out
+    return (out, last) if return_last_state else out
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
