@@ -1,20 +1,36 @@
-"""Benchmarks (performance targets live here, not in tests).
+"""Benchmarks: performance targets are measured here, never asserted in tests.
 
-    python -m analysis.bench scan [--lengths 256 1024 4096] [--repeats 3] [--threads 2] [--with-ref-backward]
+    python -m analysis.bench scan [--lengths 256 1024 4096] [--repeats 3] [--threads 2]
+                                  [--ref-backward-max 1024]
 
-``scan`` times the project's CPU selective scan against mamba-ssm's reference structure
-(``selective_scan_ref``) and against a plain autograd loop over ``unbind()`` slices, in one
-process, at batch 8, dim 256, state 16: forward and forward+backward, medians, ratios, the
-max abs error of y and of every gradient against the reference, the peak memory of each
-(RSS growth over the call, from ``resource``'s max-RSS on a fresh subprocess would be cleaner;
-here: torch's CPU allocator is not instrumented, so the peak of process RSS sampled before and
-after is reported), achieved bytes/s against a measured copy bandwidth, and the time bound
-set by the exponentials (batch*dim*length*state ``exp`` at the rate measured for ``torch.exp``).
+Subcommands live in ``COMMANDS`` (name -> function taking the parsed arguments), so other
+benchmarks can be added beside ``scan``.
+
+``scan`` times the project's CPU selective scan (``selective_scan_cpu``) against mamba-ssm's
+reference structure (``selective_scan_ref``: discretise every step into [b, d, L, n] tensors,
+then index time steps) and against a plain autograd loop over ``unbind()`` slices of the same
+discretised tensors, in one process, at batch 8, dim 256, state 16, with D, z, delta_bias and
+softplus (what BiMamba passes). For each length and pass (forward; forward+backward of
+sum(y * w)) it reports
+
+- the median wall time of ``repeats`` runs (autograd through the reference: one run, and only
+  up to ``ref_backward_max``, because it takes minutes at length 1024), and the ratios;
+- the max abs error of y and of every gradient against the reference (against the unbind loop,
+  itself exact autograd, where the reference's backward is skipped; the column says which);
+- the peak memory of each call: growth of the process's peak resident set (Linux VmHWM, reset
+  through /proc/self/clear_refs after glibc's malloc_trim returned freed pages) over its
+  resident set before the call, so outputs and gradients count, inputs do not;
+- achieved bytes/s (the bytes a scan must move: inputs read and outputs written, and for the
+  backward pass inputs and dy read again and gradients written) against the bandwidth of a
+  plain copy of the same number of bytes between warm buffers;
+- the exponential bound: batch*dim*length*state exponentials at the rate ``torch.exp``
+  reaches here on a warm, in-cache buffer (the compute floor of any scan that materialises
+  exp(delta A); page faults of fresh outputs would make it 3-4x slower).
 """
 from __future__ import annotations
 
 import argparse
-import resource
+import platform
 import statistics
 import sys
 import time
@@ -24,129 +40,238 @@ import torch.nn.functional as F
 
 from .models import scan
 
-ARGS = ("u", "delta", "A", "B", "C")
+SCAN_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
-def _inputs(b, d, n, L, seed=0):
+def scan_inputs(b: int, d: int, n: int, L: int, seed: int = 0) -> dict:
+    """Random inputs in the ranges a Mamba layer produces (A from S4D-Real, small steps)."""
     g = torch.Generator().manual_seed(seed)
-    return dict(u=torch.randn(b, d, L, generator=g), delta=torch.randn(b, d, L, generator=g) * 0.5,
-                A=-torch.rand(d, n, generator=g) - 0.1, B=torch.randn(b, n, L, generator=g),
-                C=torch.randn(b, n, L, generator=g))
+    r = lambda *s: torch.randn(*s, generator=g)
+    return dict(u=r(b, d, L), delta=r(b, d, L) * 0.5 - 2.0, A=-torch.arange(1.0, n + 1).repeat(d, 1),
+                B=r(b, n, L), C=r(b, n, L), D=torch.ones(d), z=r(b, d, L), delta_bias=r(d) * 0.5)
 
 
-def unbind_loop(u, delta, A, B, C, delta_softplus=True):
-    """The plain autograd baseline: a Python loop over ``unbind()`` time slices."""
+def unbind_loop(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """The plain autograd baseline: the reference's discretisation, then a Python loop over
+    ``unbind()`` time slices (whose backward, unlike indexing, is O(length))."""
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    b, d, _ = u.shape
-    x = u.new_zeros(b, d, A.shape[1])
+    deltaA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))             # [b, d, L, n]
+    deltaB_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
+    x = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     ys = []
-    dA = torch.exp(delta[..., None] * A[:, None, :])
-    for dA_t, dt_t, u_t, B_t, C_t in zip(dA.unbind(2), delta.unbind(2), u.unbind(2), B.unbind(2), C.unbind(2)):
-        x = dA_t * x + (dt_t * u_t)[..., None] * B_t[:, None, :]
-        ys.append((x * C_t[:, None, :]).sum(-1))
-    return torch.stack(ys, 2)
+    for dA_t, dBu_t, C_t in zip(deltaA.unbind(2), deltaB_u.unbind(2), C.unbind(2)):
+        x = dA_t * x + dBu_t
+        ys.append(torch.einsum("bdn,bn->bd", x, C_t))
+    y = torch.stack(ys, dim=2)
+    if D is not None:
+        y = y + u * D[:, None]
+    return y * F.silu(z) if z is not None else y
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+IMPLEMENTATIONS = {"ours": scan.selective_scan_cpu, "unbind": unbind_loop, "ref": scan.selective_scan_ref}
 
 
-def _time(fn, kw, backward: bool, repeats: int):
-    times, peaks, y, grads = [], [], None, None
-    for _ in range(repeats):
-        leaves = {k: v.clone().requires_grad_(backward) for k, v in kw.items()}
-        before = _rss_mb()
-        t = time.perf_counter()
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _release_free_memory() -> None:
+    """glibc keeps freed heap pages resident; hand them back so RSS counts live memory only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_peak() -> bool:
+    _release_free_memory()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _run_once(fn, inputs: dict, weight: torch.Tensor, backward: bool):
+    """(seconds, peak MB, y, gradients) of one call; the loss for the backward is sum(y * weight)."""
+    leaves = {k: v.clone().requires_grad_(backward) for k, v in inputs.items()}
+    measured = _reset_peak()
+    before = _status_mb("VmRSS")
+    t = time.perf_counter()
+    with torch.set_grad_enabled(backward):
+        y = fn(**leaves, delta_softplus=True)
         if backward:
-            y = fn(**leaves, delta_softplus=True)
-            (y * y).sum().backward()
-        else:
-            with torch.no_grad():
-                y = fn(**leaves, delta_softplus=True)
-        times.append(time.perf_counter() - t)
-        peaks.append(_rss_mb() - before)
-        grads = {k: v.grad for k, v in leaves.items()} if backward else None
-    return statistics.median(times), max(peaks), y.detach(), grads
+            (y * weight).sum().backward()
+    seconds = time.perf_counter() - t
+    peak = _status_mb("VmHWM") - before if measured else float("nan")
+    grads = {k: v.grad for k, v in leaves.items()} if backward else None
+    return seconds, peak, y.detach(), grads
 
 
-def _copy_bandwidth(nbytes: int) -> float:
-    a = torch.empty(nbytes // 4)
-    b = torch.empty_like(a)
-    ts = []
-    for _ in range(5):
-        t = time.perf_counter()
-        b.copy_(a)
-        ts.append(time.perf_counter() - t)
-    return 2 * nbytes / min(ts)  # read + write
+def _measure(fn, inputs, weight, backward, repeats):
+    runs = [_run_once(fn, inputs, weight, backward) for _ in range(repeats)]
+    return {"s": statistics.median(r[0] for r in runs), "mb": max(r[1] for r in runs),
+            "y": runs[-1][2], "grads": runs[-1][3]}
 
 
-def _exp_rate() -> float:
-    x = -torch.rand(8 * 256 * 16 * 256)
-    ts = []
-    for _ in range(5):
-        t = time.perf_counter()
-        torch.exp(x)
-        ts.append(time.perf_counter() - t)
-    return x.numel() / min(ts)
+def copy_bandwidth(nbytes: int, repeats: int = 5) -> float:
+    """Bytes/s of ``dst.copy_(src)`` moving ``nbytes`` (half read, half written), warm buffers."""
+    src = torch.ones(max(1, nbytes // 8))
+    dst = torch.zeros_like(src)
+    dst.copy_(src)
+    best = min(_timed(lambda: dst.copy_(src)) for _ in range(repeats))
+    return 2 * src.numel() * 4 / best
+
+
+def exp_rate(numel: int = 1 << 20, repeats: int = 10) -> tuple[float, float]:
+    """Exponentials/s of ``torch.exp``: (into a warm in-cache buffer, into a fresh tensor)."""
+    x = -torch.rand(numel)
+    out = torch.empty_like(x)
+    torch.exp(x, out=out)
+    warm = min(_timed(lambda: torch.exp(x, out=out)) for _ in range(repeats))
+    big = -torch.rand(numel * 8)
+    fresh = min(_timed(lambda: torch.exp(big)) for _ in range(3))
+    return numel / warm, big.numel() / fresh
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _scan_bytes(b: int, d: int, n: int, L: int, backward: bool) -> int:
+    """Bytes a scan must move (float32): forward reads u, delta, z, B, C and writes y; the
+    backward pass also reads them and dy again and writes du, ddelta, dz, dB, dC."""
+    inputs = 3 * b * d * L + 2 * b * n * L
+    forward = inputs + b * d * L
+    return 4 * (forward + (inputs + b * d * L + inputs) * backward)
 
 
 def scan_benchmark(lengths=(256, 1024, 4096), repeats: int = 3, threads: int = 2, batch: int = 8,
-                   dim: int = 256, state: int = 16, ref_backward_max: int = 256) -> list[dict]:
-    """Rows of measurements; autograd through the reference (minutes at 1024) only up to
-    ``ref_backward_max``."""
-    torch.set_num_threads(threads)
-    rows = []
-    exp_rate = _exp_rate()
-    for L in lengths:
-        kw = _inputs(batch, dim, state, L)
-        nbytes = sum(v.numel() * 4 for v in kw.values()) + batch * dim * L * 4  # inputs + y
-        bw = _copy_bandwidth(max(nbytes, 1 << 20))
-        exp_bound = batch * dim * L * state / exp_rate
-        _, _, y_ref, _ = _time(scan.selective_scan_ref, kw, False, 1)
-        for kind, backward in (("forward", False), ("forward+backward", True)):
-            ours = _time(scan.selective_scan_cpu, kw, backward, repeats)
-            loop = _time(unbind_loop, kw, backward, repeats)
-            ref = (_time(scan.selective_scan_ref, kw, backward, 1)
-                   if (not backward or L <= ref_backward_max) else None)
-            row = {"length": L, "pass": kind, "threads": threads, "ours_s": ours[0], "unbind_s": loop[0],
-                   "ref_s": ref[0] if ref else float("nan"),
-                   "vs_ref": ref[0] / ours[0] if ref else float("nan"), "vs_unbind": loop[0] / ours[0],
-                   "ours_peak_mb": ours[1], "unbind_peak_mb": loop[1],
-                   "ref_peak_mb": ref[1] if ref else float("nan"),
-                   "max_err_y": float((ours[2] - y_ref).abs().max()),
-                   "GB_per_s": nbytes / ours[0] / 1e9, "copy_GB_per_s": bw / 1e9,
-                   "exp_bound_s": exp_bound, "x_exp_bound": ours[0] / exp_bound}
-            if backward and ref:
-                row["max_rel_err_grad"] = max(float((ours[3][k] - ref[3][k]).abs().max() / ref[3][k].abs().max())
-                                              for k in ARGS)
-            rows.append(row)
-    return rows
+                   dim: int = 256, state: int = 16, ref_backward_max: int = 1024, verbose: bool = False):
+    """One row per (length, pass) as a pandas DataFrame; machine figures in ``frame.attrs``.
 
-
-def _print(rows: list[dict]) -> None:
+    Autograd through the reference runs once, and only at lengths <= ``ref_backward_max``
+    (0 skips it); the reference's forward runs min(repeats, 3) times."""
     import pandas as pd
 
-    frame = pd.DataFrame(rows)
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
-        print(frame.to_string(index=False))
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        exp_warm, exp_fresh = exp_rate()
+        rows = []
+        for L in lengths:
+            inputs = scan_inputs(batch, dim, state, L)
+            weight = torch.randn(batch, dim, L, generator=torch.Generator().manual_seed(1))
+            for backward in (False, True):
+                kind = "forward+backward" if backward else "forward"
+                ref_runs = min(repeats, 3) if not backward else (1 if L <= ref_backward_max else 0)
+                res = {}
+                for name, fn in IMPLEMENTATIONS.items():
+                    runs = ref_runs if name == "ref" else repeats
+                    if runs:
+                        if verbose:
+                            print(f"  length {L} {kind}: {name} x{runs}", file=sys.stderr, flush=True)
+                        res[name] = _measure(fn, inputs, weight, backward, runs)
+                truth = res.get("ref", res["unbind"])
+                nbytes = _scan_bytes(batch, dim, state, L, backward)
+                bw = copy_bandwidth(nbytes)
+                exp_bound = batch * dim * L * state / exp_warm
+                row = {"length": L, "pass": kind, "threads": threads}
+                for name in IMPLEMENTATIONS:
+                    row[f"{name}_s"] = res[name]["s"] if name in res else float("nan")
+                row["x_vs_ref"] = row["ref_s"] / row["ours_s"]
+                row["x_vs_unbind"] = row["unbind_s"] / row["ours_s"]
+                for name in IMPLEMENTATIONS:
+                    row[f"{name}_peak_mb"] = res[name]["mb"] if name in res else float("nan")
+                row["err_y"] = float((res["ours"]["y"] - truth["y"]).abs().max())
+                row["err_y_unbind"] = float((res["unbind"]["y"] - truth["y"]).abs().max())
+                if backward:
+                    row["grad_truth"] = "ref" if "ref" in res else "unbind"
+                    for k in SCAN_INPUTS:
+                        row[f"err_d{k}"] = float((res["ours"]["grads"][k] - truth["grads"][k]).abs().max())
+                        row[f"rel_err_d{k}"] = row[f"err_d{k}"] / max(float(truth["grads"][k].abs().max()), 1e-30)
+                row["GB_per_s"] = nbytes / row["ours_s"] / 1e9
+                row["copy_GB_per_s"] = bw / 1e9
+                row["x_copy_bound"] = row["ours_s"] / (nbytes / bw)
+                row["exp_bound_s"] = exp_bound
+                row["x_exp_bound"] = row["ours_s"] / exp_bound
+                rows.append(row)
+        frame = pd.DataFrame(rows)
+        frame.attrs.update({
+            "threads": threads, "torch": torch.__version__, "machine": _machine(),
+            "exp_per_s_warm": exp_warm, "exp_per_s_fresh": exp_fresh,
+            "shape": {"batch": batch, "dim": dim, "state": state},
+            "peak_memory": "growth of peak RSS over RSS before the call (malloc_trim, then VmHWM reset via /proc/self/clear_refs)",
+        })
+        return frame
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {torch.get_num_threads()} of {torch.multiprocessing.cpu_count()} CPUs used"
+
+
+def print_scan_table(frame) -> None:
+    """The headline columns as a plain-text table, then the errors, then the machine figures."""
+    import pandas as pd
+
+    a = frame.attrs
+    print(f"selective scan, batch {a['shape']['batch']}, dim {a['shape']['dim']}, state {a['shape']['state']}; "
+          f"{a['machine']}; torch {a['torch']}")
+    print(f"torch.exp: {a['exp_per_s_warm'] / 1e9:.2f} G/s warm in cache, "
+          f"{a['exp_per_s_fresh'] / 1e9:.2f} G/s into a fresh tensor; peak memory = {a['peak_memory']}")
+    main = ["length", "pass", "ours_s", "unbind_s", "ref_s", "x_vs_ref", "x_vs_unbind", "ours_peak_mb",
+            "unbind_peak_mb", "ref_peak_mb", "GB_per_s", "copy_GB_per_s", "x_copy_bound", "exp_bound_s", "x_exp_bound"]
+    errs = ["length", "pass", "err_y", "err_y_unbind"] + [c for c in frame.columns if c.startswith("err_d")] + \
+        (["grad_truth"] if "grad_truth" in frame else [])
+    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.precision", 3):
+        print(frame[main].to_string(index=False))
+        print()
+        print(frame[errs].to_string(index=False))
+
+
+def _scan_command(args) -> int:
+    frame = scan_benchmark(args.lengths, args.repeats, args.threads, ref_backward_max=args.ref_backward_max,
+                           verbose=True)
+    print_scan_table(frame)
+    return 0
+
+
+COMMANDS = {"scan": _scan_command}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.bench")
+    parser = argparse.ArgumentParser(prog="python -m analysis.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("scan", help="the CPU selective scan against the reference and an unbind loop")
+    p = sub.add_parser("scan", help="the CPU selective scan against the reference and an unbind() loop")
     p.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="runs per timing (median); the reference's backward runs once")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--ref-backward-max", type=int, default=256,
-                   help="longest length at which autograd through the reference is timed")
+    p.add_argument("--ref-backward-max", type=int, default=1024,
+                   help="longest length at which autograd through the reference is timed (minutes at 1024; 0 skips)")
     args = parser.parse_args(argv)
-    if args.command == "scan":
-        print(f"machine: {torch.get_num_threads()} -> {args.threads} threads, torch {torch.__version__}")
-        _print(scan_benchmark(args.lengths, args.repeats, args.threads, ref_backward_max=args.ref_backward_max))
-    return 0
+    if any(L < 1 for L in getattr(args, "lengths", [1])) or getattr(args, "repeats", 1) < 1:
+        parser.error("--lengths and --repeats must be positive integers")
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

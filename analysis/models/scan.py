@@ -126,7 +126,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return (out, x) if return_last_state else out
 
 
-CHUNK_ELEMENTS = 1 << 19  # states per chunk buffer: T * batch * state * dim (2 MiB in float32)
+CHUNK_ELEMENTS = 1 << 20  # states per chunk buffer: T * batch * state * dim (4 MiB in float32)
 
 
 def chunk_length(b: int, d: int, n: int, L: int) -> int:
@@ -155,6 +155,16 @@ def _times_group(x, t_c, out):
     G = t_c.shape[1]
     torch.mul(x.view(k, b, x.shape[2], G, d // G), _per_group(t_c), out=out.view(k, b, n, G, d // G))
     return out
+
+
+def _dot_state(X, t_c, scratch):
+    """<X_t, t_c> over the state axis: [k, b, n, d] with t_c [b, G, n, k] -> [k, b, d].
+    One group: a batched matrix product (row [1, n] @ [n, d]), 2-3x faster than mul + sum."""
+    k, b, n, d = X.shape
+    if t_c.shape[1] == 1:
+        row = t_c[:, 0].permute(2, 0, 1).reshape(k * b, 1, n)
+        return torch.bmm(row, X.view(k * b, n, d)).view(k, b, d)
+    return _times_group(X, t_c, scratch).sum(2)
 
 
 def _sum_group(prod: torch.Tensor, G: int) -> torch.Tensor:
@@ -208,7 +218,7 @@ class _SelectiveScan(torch.autograd.Function):
             for step in range(k):
                 prev = X_steps[step].addcmul_(dA_steps[step], prev)
             x = prev
-            y_c = _times_group(X, C[..., s:e], dA).sum(2)                   # [k, b, d]
+            y_c = _dot_state(X, C[..., s:e], dA)                           # [k, b, d]
             if D is not None:
                 y_c.addcmul_(u_c, D)
             if z is not None:
@@ -253,7 +263,7 @@ class _SelectiveScan(torch.autograd.Function):
             dy = dout[:, :, s:e].permute(2, 0, 1)                           # [k, b, d]
             if z is not None:
                 z_c = z[:, :, s:e].permute(2, 0, 1)
-                y_c = _times_group(X[1:], C_c, S_buf[:k]).sum(2)
+                y_c = _dot_state(X[1:], C_c, S_buf[:k])
                 if D is not None:
                     y_c.addcmul_(u_c, D)
                 sig = torch.sigmoid(z_c)
@@ -266,7 +276,7 @@ class _SelectiveScan(torch.autograd.Function):
                 G_steps[step].addcmul_(dA_steps[step + 1], G_steps[step + 1])
             g_next = dA_steps[0] * G_steps[0]
             S = S_buf[:k]
-            gB = _times_group(Gr, B_c, S).sum(2)                            # <g_t, B_t>: [k, b, d]
+            gB = _dot_state(Gr, B_c, S)                                    # <g_t, B_t>: [k, b, d]
             dB[..., s:e] = _sum_group(torch.mul(Gr, dtu[:, :, None, :], out=S), G)
             dC[..., s:e] = _sum_group(torch.mul(X[1:], dy[:, :, None, :], out=S), G)
             P = X[:k].mul_(Gr).mul_(dA)                                     # p_t = g_t x_{t-1} dA_t
