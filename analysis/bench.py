@@ -8,8 +8,7 @@ benchmarks can be added beside ``scan``.
 
 ``scan`` times the project's CPU selective scan (``selective_scan_cpu``) against mamba-ssm's
 reference structure (``selective_scan_ref``: discretise every step into [b, d, L, n] tensors,
-then index time steps) and against a plain autograd loop over ``unbind()`` slices of the same
-discretised tensors, in one process, at batch 8, dim 256, state 16, with D, z, delta_bias and
+then index time steps) and against a plain autograd loop over ``unbind()`` time slices (``unbind_loop``), in one process, at batch 8, dim 256, state 16, with D, z, delta_bias and
 softplus (what BiMamba passes). For each length and pass (forward; forward+backward of
 sum(y * w)) it reports
 
@@ -52,19 +51,21 @@ def scan_inputs(b: int, d: int, n: int, L: int, seed: int = 0) -> dict:
 
 
 def unbind_loop(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """The plain autograd baseline: the reference's discretisation, then a Python loop over
-    ``unbind()`` time slices (whose backward, unlike indexing, is O(length))."""
+    """The plain autograd baseline: exp(delta A) for all steps at once, then a Python loop over
+    ``unbind()`` time slices (whose backward, unlike indexing, is O(length)). Of the plain
+    formulations tried here it was the fastest (2.4x faster forward+backward at length 1024 than
+    also materialising delta B u as a [b, d, L, n] tensor, as the reference does)."""
     if delta_bias is not None:
         delta = delta + delta_bias[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    deltaA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))             # [b, d, L, n]
-    deltaB_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
-    x = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    deltaA = torch.exp(delta[..., None] * A[:, None, :])                   # [b, d, L, n]
+    dtu = delta * u                                                        # [b, d, L]
+    x = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])                   # [b, d, n]
     ys = []
-    for dA_t, dBu_t, C_t in zip(deltaA.unbind(2), deltaB_u.unbind(2), C.unbind(2)):
-        x = dA_t * x + dBu_t
-        ys.append(torch.einsum("bdn,bn->bd", x, C_t))
+    for dA_t, dtu_t, B_t, C_t in zip(deltaA.unbind(2), dtu.unbind(2), B.unbind(2), C.unbind(2)):
+        x = dA_t * x + dtu_t[..., None] * B_t[:, None, :]
+        ys.append((x * C_t[:, None, :]).sum(-1))
     y = torch.stack(ys, dim=2)
     if D is not None:
         y = y + u * D[:, None]

@@ -1,5 +1,8 @@
 """The CPU selective scan against mamba-ssm's reference structure: outputs and gradients."""
+import ast
 import math
+import pathlib
+import sys
 
 import pytest
 import torch
@@ -118,12 +121,22 @@ def test_short_sequences(L):
     assert torch.allclose(y, scan.selective_scan_ref(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], kw["D"]), atol=1e-6)
 
 
-def test_non_contiguous_inputs():
+def test_non_contiguous_inputs(monkeypatch):
+    """u, delta, z laid out [b, L, d] in memory (as Mamba's in_proj gives them), B a strided view."""
+    _chunks_of(monkeypatch, 4, 2, 4, 3)
     kw = _inputs(2, 4, 3, 11)
-    u_t = kw["u"].transpose(1, 2).contiguous().transpose(1, 2)
-    assert not u_t.is_contiguous()
-    y = scan.selective_scan_cpu(u_t, kw["delta"], kw["A"], kw["B"], kw["C"])
-    assert torch.allclose(y, scan.selective_scan_ref(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"]), atol=1e-5)
+    strided = dict(kw)
+    for k in ("u", "delta", "z"):
+        strided[k] = kw[k].transpose(1, 2).contiguous().transpose(1, 2)
+        assert not strided[k].is_contiguous()
+    strided["B"] = torch.stack([kw["B"], -kw["B"]], dim=-1)[..., 0]
+    assert not strided["B"].is_contiguous() and torch.equal(strided["B"], kw["B"])
+    opts = {"use": tuple(kw), "softplus": True, "last": False}
+    y_ref, _, g_ref = _run(scan.selective_scan_ref, kw, opts)
+    y, _, grads = _run(scan.selective_scan_cpu, strided, opts)
+    assert torch.allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for k in g_ref:
+        assert torch.allclose(grads[k], g_ref[k], rtol=1e-4, atol=1e-4), k
 
 
 @pytest.mark.parametrize("arg,bad,match", [
@@ -157,7 +170,26 @@ def test_bad_dtypes_and_devices_name_the_argument(arg, bad, error, match):
 
 
 def test_backend_says_why():
-    assert "CPU path" in scan.backend("cpu")
+    assert scan.backend("cpu") == "CPU path: tensors on cpu, not CUDA"
+
+
+def test_mamba_import_failure_is_explained_and_cached(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)   # makes `import mamba_ssm...` raise ImportError
+    monkeypatch.setattr(scan, "_MAMBA", {"checked": False, "fn": None, "why": ""})
+    first = scan.backend("cuda")
+    assert first.startswith("CPU path: mamba_ssm not importable (ModuleNotFoundError")
+    monkeypatch.delitem(sys.modules, "mamba_ssm")         # a second call must not retry the import
+    assert scan.backend("cuda") == first
+
+
+def test_module_import_does_not_import_mamba_ssm():
+    """mamba_ssm is imported only inside the dispatch: no module-level import names it."""
+    tree = ast.parse(pathlib.Path(scan.__file__).read_text())
+    top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = [alias.name for node in top_level for alias in node.names] + \
+        [node.module or "" for node in top_level if isinstance(node, ast.ImportFrom)]
+    assert "torch" in names and not any("mamba" in name for name in names)
+    assert "mamba_ssm" in pathlib.Path(scan.__file__).read_text()   # ... but the lazy import exists
 
 
 @pytest.mark.cuda

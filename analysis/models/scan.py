@@ -11,7 +11,17 @@ delta_bias: r(D).
 
 Dispatch (``backend()`` says which and why): CUDA tensors with mamba-ssm importable run
 mamba-ssm's fused kernel; everything else runs the project's CPU path. mamba_ssm is imported
-lazily, never at module import: it cannot be installed on a CPU-only machine.
+lazily, on the first CUDA call, never at module import (it cannot be installed against a CPU
+torch); an import failure is remembered and logged once.
+
+The CPU path (``selective_scan_cpu``) is one ``torch.autograd.Function`` chunked over time: per
+chunk a few vectorised ops, one in-place ``addcmul_`` per time step, a hand-written
+reverse-time backward that recomputes states from one saved state per chunk, so memory stays
+O(batch * dim * state) beyond inputs and outputs. It computes in float32 for bfloat16/float16
+inputs (float64 stays float64). Limits: real A, B, C only (complex A raises), B and C must vary
+with batch and time ([batch, state, length] or grouped), as in Mamba; mamba-ssm's constant
+[dim, state] B or C is not supported. ``selective_scan_ref`` is mamba-ssm's reference structure,
+for tests and benchmarks (``python -m analysis.bench scan``).
 """
 from __future__ import annotations
 
@@ -33,7 +43,7 @@ def _mamba_fn():
             _MAMBA["fn"] = selective_scan_fn
         except Exception as err:  # ImportError, missing CUDA extension, triton...
             _MAMBA["why"] = f"mamba_ssm not importable ({type(err).__name__}: {err})"
-            log.info("selective scan: %s; using the CPU path", _MAMBA["why"])
+            log.warning("selective scan: %s; CUDA tensors use the CPU path", _MAMBA["why"])
     return _MAMBA["fn"]
 
 
@@ -75,8 +85,9 @@ def _check(u, delta, A, B, C, D, z, delta_bias):
         ok = (t.dim() == 3 and t.shape == (b, n, L)) or \
              (t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (n, L) and d % t.shape[1] == 0)
         if not ok:
+            constant = " (a constant [dim, state] B or C is not supported)" if t.dim() == 2 else ""
             raise ValueError(f"{name} must be [batch={b}, state={n}, length={L}] or "
-                             f"[batch, groups dividing {d}, {n}, {L}], got shape {tuple(t.shape)}")
+                             f"[batch, groups dividing {d}, {n}, {L}], got shape {tuple(t.shape)}{constant}")
     if D is not None and D.shape != (d,):
         raise ValueError(f"D must be [dim={d}], got shape {tuple(D.shape)}")
     if delta_bias is not None and delta_bias.shape != (d,):
@@ -167,6 +178,15 @@ def _dot_state(X, t_c, scratch):
     return _times_group(X, t_c, scratch).sum(2)
 
 
+def _like_time_major(t: torch.Tensor) -> torch.Tensor:
+    """An empty [b, d, L] tensor laid out like t: [b, L, d] in memory if t's channels are
+    contiguous (as Mamba's in_proj output is), so writing time chunks stays cheap; else contiguous."""
+    b, d, L = t.shape
+    if t.stride(1) == 1 and L > 1 and d > 1:
+        return t.new_empty(b, L, d).transpose(1, 2)
+    return t.new_empty(b, d, L)
+
+
 def _sum_group(prod: torch.Tensor, G: int) -> torch.Tensor:
     """[k, b, n, d] -> [b, G, n, k]: sum over the channels of each group."""
     k, b, n, d = prod.shape
@@ -202,7 +222,7 @@ class _SelectiveScan(torch.autograd.Function):
         G, n = B.shape[1], A.shape[1]
         T = chunk_length(b, d, n, L)
         A_t = A.t().contiguous()                                            # [n, d]
-        out = u.new_empty(b, d, L)
+        out = _like_time_major(u)
         starts = range(0, L, T)
         saved_states = u.new_empty(len(starts), b, n, d)
         x = u.new_zeros(b, n, d)
@@ -236,8 +256,8 @@ class _SelectiveScan(torch.autograd.Function):
         G, n = B.shape[1], A.shape[1]
         T = chunk_length(b, d, n, L)
         A_t = A.t().contiguous()
-        du, ddelta = u.new_empty(b, d, L), u.new_empty(b, d, L)
-        dz = u.new_empty(b, d, L) if z is not None else None
+        du, ddelta = _like_time_major(u), _like_time_major(delta)
+        dz = _like_time_major(z) if z is not None else None
         dB, dC = torch.empty_like(B), torch.empty_like(C)
         dA_t = A_t.new_zeros(n, d)
         dD = D.new_zeros(d) if D is not None else None
