@@ -139,6 +139,19 @@ def test_non_contiguous_inputs(monkeypatch):
         assert torch.allclose(grads[k], g_ref[k], rtol=1e-4, atol=1e-4), k
 
 
+def test_inputs_are_never_modified():
+    """Batch 1 in [b, L, d] memory makes time chunks contiguous views of the inputs themselves."""
+    kw = _inputs(1, 4, 3, 9)
+    for k in ("u", "delta", "z"):
+        kw[k] = kw[k].transpose(1, 2).contiguous().transpose(1, 2)
+    before = {k: v.clone() for k, v in kw.items()}
+    leaves = {k: v.requires_grad_(True) for k, v in kw.items()}
+    y = scan.selective_scan_cpu(**leaves, delta_softplus=False)
+    y.sum().backward()
+    for k in kw:
+        assert torch.equal(kw[k].detach(), before[k]), k
+
+
 @pytest.mark.parametrize("arg,bad,match", [
     ("delta", torch.zeros(2, 4, 5), "delta must have u's shape"),
     ("A", torch.zeros(3, 2), "A must be"),

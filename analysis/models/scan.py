@@ -148,10 +148,9 @@ def chunk_length(b: int, d: int, n: int, L: int) -> int:
 def _chunk_steps(u, delta, delta_bias, softplus, s, e):
     """Time-major [k, b, d] copies of u and of the step size for time steps s..e-1:
     (u_c, delta_c + bias before softplus, step size after softplus)."""
-    u_c = u[:, :, s:e].permute(2, 0, 1).contiguous()
-    raw = delta[:, :, s:e].permute(2, 0, 1).contiguous()
-    if delta_bias is not None:
-        raw.add_(delta_bias)
+    u_c = u[:, :, s:e].permute(2, 0, 1).contiguous()                   # may alias u: never written
+    raw = delta[:, :, s:e].permute(2, 0, 1)
+    raw = raw + delta_bias if delta_bias is not None else raw.contiguous()  # may alias delta: never written
     return u_c, raw, (F.softplus(raw) if softplus else raw)
 
 
@@ -207,9 +206,9 @@ class _SelectiveScan(torch.autograd.Function):
     Backward, chunks in reverse: recompute the chunk's states from its saved start, form
     dy_t (through the z gate), run the adjoint g_t = dL/dx_t = C_t dy_t + dA_{t+1} g_{t+1}
     (one ``addcmul_`` per step), then all gradients of the chunk at once, with
-    p_t = g_t * x_{t-1} * dA_t:
+    p_t = g_t * x_{t-1} * dA_t (the sigmoid is softplus's derivative, when softplus is on):
 
-        dA = sum_t p_t delta_t       ddelta_t = sigmoid'(...) (sum_n p_t A + u_t <g_t, B_t>)
+        dA = sum_t p_t delta_t       ddelta_t = (sum_n p_t A + u_t <g_t, B_t>) sigmoid(delta_t + bias)
         du_t = delta_t <g_t, B_t> + D dy_t     dB_t = sum_(d in group) g_t delta_t u_t
         dC_t = sum_(d in group) x_t dy_t        dz_t = dout_t y'_t silu'(z_t)
 
