@@ -168,6 +168,9 @@ def scan_benchmark(lengths=(256, 1024, 4096), repeats: int = 3, threads: int = 2
     (0 skips it); the reference's forward runs min(repeats, 3) times."""
     import pandas as pd
 
+    if not lengths or any(int(L) < 1 for L in lengths) or repeats < 1 or threads < 1:
+        raise ValueError(f"lengths, repeats and threads must be positive integers, got lengths={list(lengths)}, "
+                         f"repeats={repeats}, threads={threads}")
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -254,8 +257,12 @@ def print_scan_table(frame) -> None:
 
 
 def _scan_command(args) -> int:
-    frame = scan_benchmark(args.lengths, args.repeats, args.threads, ref_backward_max=args.ref_backward_max,
-                           verbose=True)
+    try:
+        frame = scan_benchmark(args.lengths, args.repeats, args.threads, ref_backward_max=args.ref_backward_max,
+                               verbose=True)
+    except ValueError as err:
+        print(f"python -m analysis.bench scan: {err}", file=sys.stderr)
+        return 2
     print_scan_table(frame)
     return 0
 
@@ -273,8 +280,6 @@ def main(argv=None) -> int:
     p.add_argument("--ref-backward-max", type=int, default=1024,
                    help="longest length at which autograd through the reference is timed (minutes at 1024; 0 skips)")
     args = parser.parse_args(argv)
-    if any(L < 1 for L in getattr(args, "lengths", [1])) or getattr(args, "repeats", 1) < 1:
-        parser.error("--lengths and --repeats must be positive integers")
     return COMMANDS[args.command](args)
 
 

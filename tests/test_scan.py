@@ -214,3 +214,20 @@ def test_cuda_dispatch_uses_mamba_ssm_and_agrees():
     y = scan.selective_scan(**kw, delta_softplus=True)
     ref = scan.selective_scan_cpu(**{k: v.cpu() for k, v in kw.items()}, delta_softplus=True)
     assert torch.allclose(y.cpu(), ref, rtol=1e-3, atol=1e-3)
+
+
+def test_benchmark_reports_every_figure_on_a_tiny_shape():
+    from analysis import bench
+
+    frame = bench.scan_benchmark(lengths=(12,), repeats=1, threads=1, batch=2, dim=8, state=4, ref_backward_max=12)
+    assert list(frame["pass"]) == ["forward", "forward+backward"]
+    for column in ("ours_s", "unbind_s", "ref_s", "x_vs_ref", "x_vs_unbind", "ours_peak_mb", "GB_per_s",
+                   "copy_GB_per_s", "exp_bound_s", "x_exp_bound"):
+        assert frame[column].notna().all() and (frame[column] >= 0).all(), column
+    assert (frame["err_y"] < 1e-5).all() and (frame["err_y_unbind"] < 1e-5).all()
+    backward = frame.iloc[1]
+    assert backward["grad_truth"] == "ref"
+    for k in bench.SCAN_INPUTS:
+        assert backward[f"rel_err_d{k}"] < 1e-4, k
+    with pytest.raises(ValueError, match="positive integers"):
+        bench.scan_benchmark(lengths=(0,))
