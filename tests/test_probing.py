@@ -1,0 +1,112 @@
+"""DirectProbe on layouts with known answers, and the LP against brute force."""
+import itertools
+
+import numpy as np
+import pytest
+
+from analysis.probing import control_labels, directprobe, linear_probe, separable
+
+
+def _blobs(centers, n=30, scale=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = np.vstack([rng.normal(c, scale, size=(n, len(c))) for c in centers])
+    return X
+
+
+def test_two_separable_labels_give_two_clusters_and_perfect_accuracy():
+    X = _blobs([(0, 0), (4, 0)])
+    y = np.repeat([0, 1], 30)
+    res = directprobe(X, y)
+    assert res.n_clusters == 2
+    Xt = _blobs([(0, 0), (4, 0)], n=10, seed=1)
+    assert res.accuracy(Xt, np.repeat([0, 1], 10)) == 1.0
+    assert res.min_distances()[(0, 1)] > 1.5
+
+
+def test_xor_on_a_line_needs_four_clusters():
+    # parity on a line: labels 0,1,0,1 at x = 0, 1, 2, 3 (blobs): no two same-label blobs can
+    # merge, since each merged hull contains a blob of the other label
+    rng = np.random.default_rng(0)
+    X = np.vstack([np.c_[rng.normal(x, 0.1, 20), 2 * rng.normal(x, 0.1, 20)] for x in (0, 1, 2, 3)])
+    y = np.repeat([0, 1, 0, 1], 20)
+    res = directprobe(X, y)
+    assert res.n_clusters == 4
+    assert sorted(res.cluster_labels.tolist()) == [0, 0, 1, 1]
+
+
+def test_xor_of_compact_blobs_needs_three_clusters():
+    # 2-D XOR: the first label to merge its two blobs (a band along one diagonal) stays
+    # separable from each blob of the other label, whose own merge is then blocked
+    X = _blobs([(0, 0), (5, 5), (0, 5), (5, 0)], n=20)
+    y = np.repeat([0, 0, 1, 1], 20)
+    res = directprobe(X, y)
+    assert res.n_clusters == 3
+
+
+def test_points_inside_another_hull_force_extra_clusters():
+    ring = np.array([[np.cos(t), np.sin(t)] for t in np.linspace(0, 2 * np.pi, 24, endpoint=False)]) * 5
+    center = np.array([[0.0, 0.0], [0.2, 0.1]])
+    X = np.vstack([ring, center])
+    y = np.array([0] * 24 + [1] * 2)
+    res = directprobe(X, y)
+    assert res.n_clusters > 2                       # the ring cannot be one cluster
+    for idx, label in zip(res.clusters, res.cluster_labels):  # every cluster is pure
+        assert (y[idx] == label).all()
+    # every pair of clusters of different labels is separable
+    for (i, a), (j, b) in itertools.combinations(enumerate(res.clusters), 2):
+        if res.cluster_labels[i] != res.cluster_labels[j]:
+            assert separable(X[a], X[b])[0]
+
+
+def test_conflicting_duplicates_are_reported_not_looped_on():
+    X = np.array([[0.0, 0.0], [0.0, 0.0], [3.0, 0.0], [3.0, 1.0], [-3.0, 0.0]])
+    y = np.array([0, 1, 1, 1, 0])
+    with pytest.warns(UserWarning, match="share coordinates"):
+        res = directprobe(X, y)
+    assert res.conflicts.tolist() == [0, 1]
+    assert res.n_clusters == 2
+
+
+def test_single_class_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least two labels"):
+        directprobe(np.zeros((4, 2)) + np.arange(4)[:, None], np.zeros(4))
+
+
+def test_deterministic():
+    X = _blobs([(0, 0), (3, 3), (0, 3)], n=25, scale=1.2)
+    y = np.repeat([0, 1, 0], 25)
+    a, b = directprobe(X, y), directprobe(X, y)
+    assert [c.tolist() for c in a.clusters] == [c.tolist() for c in b.clusters]
+
+
+def _brute_force_separable(P, Q, directions=3600):
+    """2-D: separable iff some direction projects P strictly above Q."""
+    for t in np.linspace(0, 2 * np.pi, directions, endpoint=False):
+        w = np.array([np.cos(t), np.sin(t)])
+        if (P @ w).min() > (Q @ w).max() + 1e-9:
+            return True
+    return False
+
+
+def test_lp_agrees_with_brute_force_in_two_dimensions():
+    rng = np.random.default_rng(3)
+    agree = 0
+    for trial in range(60):
+        P = rng.normal(0, 1, size=(rng.integers(1, 6), 2))
+        Q = rng.normal(rng.uniform(0, 3), 1, size=(rng.integers(1, 6), 2))
+        lp = separable(P, Q)[0]
+        assert lp == _brute_force_separable(P, Q), (trial, P, Q)
+        agree += 1
+    assert agree == 60
+
+
+def test_linear_probe_beats_its_control():
+    rng = np.random.default_rng(0)
+    types = [f"t{k}" for k in rng.integers(0, 40, size=600)]
+    X = rng.normal(size=(600, 8))
+    y = (X[:, 0] > 0).astype(int)                    # depends on the features, not the type
+    control = control_labels(types, y, seed=1)
+    task = linear_probe(X[:400], y[:400], X[400:], y[400:])
+    ctrl = linear_probe(X[:400], control[:400], X[400:], control[400:])
+    assert task["accuracy"] > 0.9 and task["accuracy"] - ctrl["accuracy"] > 0.3
+    assert len(set(zip(types, control))) == len(set(types))  # one label per type
