@@ -23,7 +23,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
-from .codessm import reverse_padded
+from .codessm import masked_lm_forward, reverse_padded
 from .scan import selective_scan
 
 
@@ -129,21 +129,7 @@ class BiMambaForMaskedLM(BiMambaPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
                 return_dict=True, **kwargs):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        mask = attention_mask[..., None].to(self.embeddings.weight.dtype)
-        lengths = attention_mask.sum(1)
-        x = self.embeddings(input_ids) * mask
-        states = [x]
-        for layer in self.layers:
-            x = layer(x, mask, lengths) * mask
-            states.append(x)
-        logits = self.lm_head(self.final_norm(x))
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-        return MaskedLMOutput(loss=loss, logits=logits,
-                              hidden_states=tuple(states) if output_hidden_states else None)
+        return masked_lm_forward(self, input_ids, attention_mask, labels, output_hidden_states)
 
     @torch.no_grad()
     def scan_inputs(self, input_ids, attention_mask=None) -> list[dict]:

@@ -96,6 +96,27 @@ class BiGSLayer(nn.Module):
         return x + self.dropout(self.W_o(v * self.W_z(F.gelu(y_f * y_b))))
 
 
+def masked_lm_forward(model, input_ids, attention_mask=None, labels=None, output_hidden_states=False):
+    """The encoder stack shared by CodeSSM and BiMamba: embeddings (no positions), residual
+    layers ``layer(x, mask, lengths)`` with padding zeroed after each, final LayerNorm, LM head.
+    input_ids: [batch, length]."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    mask = attention_mask[..., None].to(model.embeddings.weight.dtype)
+    lengths = attention_mask.sum(1)
+    x = model.embeddings(input_ids) * mask
+    states = [x]
+    for layer in model.layers:
+        x = layer(x, mask, lengths) * mask
+        states.append(x)
+    logits = model.lm_head(model.final_norm(x))
+    loss = None
+    if labels is not None:
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    return MaskedLMOutput(loss=loss, logits=logits,
+                          hidden_states=tuple(states) if output_hidden_states else None)
+
+
 class CodeSSMPreTrainedModel(PreTrainedModel):
     config_class = CodeSSMConfig
     base_model_prefix = "codessm"
@@ -132,23 +153,7 @@ class CodeSSMForMaskedLM(CodeSSMPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
                 return_dict=True, **kwargs):
-        # input_ids: [batch, length]
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        mask = attention_mask[..., None].to(self.embeddings.weight.dtype)
-        lengths = attention_mask.sum(1)
-        x = self.embeddings(input_ids) * mask
-        states = [x]
-        for layer in self.layers:
-            x = layer(x, mask, lengths) * mask
-            states.append(x)
-        x = self.final_norm(x)
-        logits = self.lm_head(x)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-        return MaskedLMOutput(loss=loss, logits=logits,
-                              hidden_states=tuple(states) if output_hidden_states else None)
+        return masked_lm_forward(self, input_ids, attention_mask, labels, output_hidden_states)
 
     def discrete_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(dA, C dB): complex [layers, directions (forward, backward), n_kernels, M]."""
