@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import MaskedLMOutput
 
 from .codessm import masked_lm_forward, reverse_padded
 from .scan import selective_scan
