@@ -89,6 +89,10 @@ def test_B_and_C_with_different_groupings(monkeypatch):
     opts = {"use": ("u", "delta", "A", "B", "C", "D"), "softplus": True, "last": False}
     y_ref, _, g_ref = _run(scan.selective_scan_ref, kw, opts)
     y, _, grads = _run(scan.selective_scan_cpu, kw, opts)
+    _assert_matches(y, y_ref, grads, g_ref)
+
+
+def _assert_matches(y, y_ref, grads, g_ref):
     assert torch.allclose(y, y_ref, rtol=1e-5, atol=1e-5)
     for k in g_ref:
         assert torch.allclose(grads[k], g_ref[k], rtol=1e-4, atol=1e-4), k
@@ -134,9 +138,7 @@ def test_non_contiguous_inputs(monkeypatch):
     opts = {"use": tuple(kw), "softplus": True, "last": False}
     y_ref, _, g_ref = _run(scan.selective_scan_ref, kw, opts)
     y, _, grads = _run(scan.selective_scan_cpu, strided, opts)
-    assert torch.allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-    for k in g_ref:
-        assert torch.allclose(grads[k], g_ref[k], rtol=1e-4, atol=1e-4), k
+    _assert_matches(y, y_ref, grads, g_ref)
 
 
 def test_inputs_are_never_modified():

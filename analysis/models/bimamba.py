@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .codessm import masked_lm_forward, reverse_padded
+from .codessm import init_standard, masked_lm_forward, reverse_padded
 from .scan import selective_scan
 
 
@@ -103,18 +103,10 @@ class BiMambaPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        std = self.config.initializer_range
         if isinstance(module, MambaMixer):  # applied after its children: dt_proj gets Mamba's init
             module.reset_ssm()
-        elif isinstance(module, nn.Linear):
-            module.weight.normal_(0.0, std)
-            if module.bias is not None:
-                module.bias.zero_()
-        elif isinstance(module, nn.Embedding):
-            module.weight.normal_(0.0, std)
-        elif isinstance(module, nn.LayerNorm):
-            module.weight.fill_(1.0)
-            module.bias.zero_()
+        else:
+            init_standard(module, self.config.initializer_range)
 
 
 class BiMambaForMaskedLM(BiMambaPreTrainedModel):

@@ -117,23 +117,32 @@ def masked_lm_forward(model, input_ids, attention_mask=None, labels=None, output
                           hidden_states=tuple(states) if output_hidden_states else None)
 
 
+@torch.no_grad()
+def init_standard(module, std: float) -> bool:
+    """BERT-style initialisation of Linear, Embedding and LayerNorm; False for other modules."""
+    if isinstance(module, nn.Linear):
+        module.weight.normal_(0.0, std)
+        if module.bias is not None:
+            module.bias.zero_()
+    elif isinstance(module, nn.Embedding):
+        module.weight.normal_(0.0, std)
+    elif isinstance(module, nn.LayerNorm):
+        module.weight.fill_(1.0)
+        module.bias.zero_()
+    else:
+        return False
+    return True
+
+
 class CodeSSMPreTrainedModel(PreTrainedModel):
     config_class = CodeSSMConfig
     base_model_prefix = "codessm"
 
     @torch.no_grad()
     def _init_weights(self, module):
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            module.weight.normal_(0.0, std)
-            if module.bias is not None:
-                module.bias.zero_()
-        elif isinstance(module, nn.Embedding):
-            module.weight.normal_(0.0, std)
-        elif isinstance(module, nn.LayerNorm):
-            module.weight.fill_(1.0)
-            module.bias.zero_()
-        elif isinstance(module, S4DConv):
+        if init_standard(module, self.config.initializer_range):
+            return
+        if isinstance(module, S4DConv):
             module.kernel.reset_parameters()
             module.D.normal_()
         elif isinstance(module, CausalDepthwiseConv):
