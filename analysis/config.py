@@ -29,7 +29,7 @@ class Profile:
     max_file_bytes: int = 1_000_000      # larger source files are skipped and counted
     max_functions: int = 0               # 0 = all extracted functions
     vocab_size: int = 4000               # byte-level BPE vocabulary
-    max_length: int = 256                # pretraining context, in subword tokens
+    max_length: int = 128                # pretraining context, in subword tokens
 
     # --- models (analysis.models) ---
     d_model: int = 128

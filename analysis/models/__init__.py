@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForMaskedLM
+from transformers.utils import logging as hf_logging
 
 from .bimamba import BiMambaConfig, BiMambaForMaskedLM
 from .codessm import CodeSSMConfig, CodeSSMForMaskedLM
 from .rocoder import build_rocoder, rocoder_config
 
+hf_logging.disable_progress_bar()  # per-file load/save bars would flood the chapters
 AutoConfig.register("codessm", CodeSSMConfig)
 AutoConfig.register("bimamba", BiMambaConfig)
 AutoModelForMaskedLM.register(CodeSSMConfig, CodeSSMForMaskedLM)

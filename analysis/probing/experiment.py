@@ -1,0 +1,164 @@
+"""``run``: one model checkpoint, one probing task, every layer -> a tidy DataFrame.
+
+Pipeline: hidden states of the probe functions (``analysis.models.hidden_states``, every
+layer, layer 0 = embeddings) -> pair features (``pair_features``: h_i - h_j for AST distance,
+[h_i; h_j] for siblings and data flow) -> per layer
+
+- DirectProbe on at most ``cfg.probe_max_train_points`` training pairs (a class-balanced
+  seeded subsample): number of clusters (= number of labels iff the labels are linearly
+  separable there), nearest-cluster accuracy on the test pairs, mean over label pairs of the
+  smallest distance between their clusters, run time;
+- a logistic-regression probe on all training pairs: test accuracy, and the accuracy of the
+  same probe on the control task (labels drawn per token-text pair), selectivity = their
+  difference.
+
+Results are cached by the checkpoint's weights and the probing fields of the profile.
+Columns: model, checkpoint, task, layer, probe, metric, value.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..cache import cached
+from .directprobe import directprobe
+from .features import pair_features
+from .linear import control_labels, linear_probe
+
+RESULT_VERSION = "1"
+PROBE_FIELDS = ("seed", "probe_functions_distance", "probe_functions_siblings", "probe_functions_dfg",
+                "probe_pairs_per_class", "probe_max_tokens", "probe_test_fraction",
+                "probe_max_train_points")
+COLUMNS = ["model", "checkpoint", "task", "layer", "probe", "metric", "value"]
+
+
+def _weights_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("model.safetensors", "config.json"):
+        with open(Path(path) / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def resolve_checkpoint(model: str, cfg, checkpoint: str):
+    """(model, tokenizer, weights id) for ``checkpoint``: "pretrained", "random" (the same
+    architecture with its seeded initial weights), "finetuned:<task>" (``analysis.finetune``)
+    or a local checkpoint directory."""
+    from .. import models
+    if checkpoint == "random":
+        from ..train import MODEL_FIELDS
+        m, tok = models.load(model, cfg, pretrained=False, seed=cfg.seed)
+        return m, tok, {"random": model, **cfg.subset("vocab_size", "seed", *MODEL_FIELDS)}
+    if checkpoint == "pretrained":
+        from ..train import pretrain
+        path = pretrain(model, cfg)
+    elif checkpoint.startswith("finetuned:"):
+        from ..finetune import finetune
+        path = finetune(model, checkpoint.split(":", 1)[1], cfg)
+    elif Path(checkpoint).is_dir():
+        path = Path(checkpoint)
+    else:
+        raise ValueError(f"checkpoint must be 'pretrained', 'random', 'finetuned:<task>' or a "
+                         f"checkpoint directory; got {checkpoint!r}")
+    m, tok = models.load_checkpoint(path)
+    return m, tok, {"weights": _weights_hash(path)}
+
+
+def _balanced_subsample(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """Indices of at most ``cap`` points, as equal per label as the counts allow."""
+    if cap <= 0 or len(labels) <= cap:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    values = np.unique(labels)
+    pools = [rng.permutation(np.flatnonzero(labels == v)) for v in values]
+    take, left = {}, cap
+    for k, pool in sorted(enumerate(pools), key=lambda kv: len(kv[1])):  # rarest first
+        share = min(len(pool), left // (len(pools) - len(take)))
+        take[k], left = share, left - share
+    return np.sort(np.concatenate([pools[k][:n] for k, n in take.items()]))
+
+
+def _probe_layers(data, states, layers, cfg, progress: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    train, test = data.split("train"), data.split("test")
+    y_train, y_test = train["label"].to_numpy(), test["label"].to_numpy()
+    sub = _balanced_subsample(y_train, cfg.probe_max_train_points, cfg.seed)
+    types = [(data.functions[f].tokens[i].text, data.functions[f].tokens[j].text)
+             for f, i, j in train[["function", "i", "j"]].itertuples(index=False)]
+    test_types = [(data.functions[f].tokens[i].text, data.functions[f].tokens[j].text)
+                  for f, i, j in test[["function", "i", "j"]].itertuples(index=False)]
+    # control labels: one random label per token-text pair, shared by train and test
+    control = control_labels(types + test_types, np.concatenate([y_train, y_test]), cfg.seed)
+    c_train, c_test = control[:len(types)], control[len(types):]
+    rows = []
+    for k, layer in enumerate(tqdm(layers, desc=f"probing {data.task}", disable=not progress, leave=False)):
+        X_train = pair_features(states, train, data.pair_mode, k)
+        X_test = pair_features(states, test, data.pair_mode, k)
+        with warnings.catch_warnings():  # duplicates are counted in the "conflicts" metric
+            warnings.simplefilter("ignore")
+            dp = directprobe(X_train[sub], y_train[sub])
+        dists = list(dp.min_distances().values())
+        lin = linear_probe(X_train, y_train, X_test, y_test, cfg.seed)
+        ctl = linear_probe(X_train, c_train, X_test, c_test, cfg.seed)
+        metrics = {
+            ("directprobe", "accuracy"): dp.accuracy(X_test, y_test),
+            ("directprobe", "n_clusters"): dp.n_clusters,
+            ("directprobe", "n_labels"): dp.n_labels,
+            ("directprobe", "min_distance"): float(np.mean(dists)) if dists else float("nan"),
+            ("directprobe", "conflicts"): len(dp.conflicts),
+            ("directprobe", "train_points"): len(sub),
+            ("directprobe", "seconds"): dp.runtime_s,
+            ("linear", "accuracy"): lin["accuracy"],
+            ("linear", "train_accuracy"): lin["train_accuracy"],
+            ("linear", "control_accuracy"): ctl["accuracy"],
+            ("linear", "selectivity"): lin["accuracy"] - ctl["accuracy"],
+        }
+        rows += [{"layer": layer, "probe": p, "metric": m, "value": float(v)} for (p, m), v in metrics.items()]
+    return rows
+
+
+def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
+        progress: bool = True) -> pd.DataFrame:
+    """Probe every layer (or ``layers``) of ``model`` at ``checkpoint`` on ``task``
+    ("distance", "siblings", "dfg"). Returns rows (model, checkpoint, task, layer, probe,
+    metric, value); cached."""
+    from .. import models
+    from ..data import probe_dataset
+    from ..data.probes import TASKS
+
+    if task not in TASKS:
+        raise ValueError(f"unknown probe task {task!r}; tasks: {', '.join(TASKS)}")
+    net, tokenizer, weights = resolve_checkpoint(model, cfg, checkpoint)
+    n_layers = net.config.num_hidden_layers
+    layers = list(range(n_layers + 1)) if layers is None else [int(x) for x in layers]
+    bad = [x for x in layers if not 0 <= x <= n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: {model} has layers 0..{n_layers} (0 = embeddings)")
+    key = {"model": model, "task": task, "layers": layers, **weights, **cfg.subset(*PROBE_FIELDS)}
+
+    def build(out: Path) -> None:
+        data = probe_dataset(cfg, task)
+        states = models.hidden_states(net, tokenizer, data.functions, layers=layers, progress=progress)
+        rows = _probe_layers(data, states, layers, cfg, progress)
+        pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+        (out / "meta.json").write_text(json.dumps(key, default=str))
+
+    df = cached("probe-results", key, build, lambda p: pd.read_csv(p / "results.csv"), RESULT_VERSION)
+    df.insert(0, "task", task)
+    df.insert(0, "checkpoint", checkpoint if not Path(checkpoint).is_dir() else Path(checkpoint).name)
+    df.insert(0, "model", model)
+    return df[COLUMNS]
+
+
+def run_many(models_: list[str], tasks: list[str], cfg, checkpoints=("pretrained", "random"),
+             progress: bool = True) -> pd.DataFrame:
+    """``run`` over every model x checkpoint x task, concatenated."""
+    frames = [run(m, t, cfg, c, progress=progress) for m in models_ for c in checkpoints for t in tasks]
+    return pd.concat(frames, ignore_index=True)
