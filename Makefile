@@ -15,15 +15,14 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 
 venv: $(VENV)/.installed
 
-## make book: execute every chapter with papermill under PROFILE (default), then build the HTML.
+## make book: execute every chapter with papermill under PROFILE (default); the runner then builds the HTML.
 book: venv
 	$(PY) -m analysis.book run --profile $(PROFILE)
-	$(PY) -m analysis.book html
 
 ## make test: the pytest suite, then every chapter under the smoke profile, then the HTML.
 test: venv
 	$(PY) -m pytest -q -m "not browser"
-	$(PY) -m analysis.book run --profile smoke
+	$(PY) -m analysis.book run --profile smoke --no-html
 	$(PY) -m analysis.book html --strict
 	$(PY) -m pytest -q -m browser
 

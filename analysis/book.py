@@ -1,13 +1,16 @@
 """The papermill runner and the run manifest.
 
     python -m analysis.book run  [--profile smoke|default|paper] [--only 03 ...] [-p NAME VALUE ...]
+                                 [--no-html]
     python -m analysis.book html [--strict]
     python -m analysis.book list
 
 ``run`` converts each chapter ``book/NN_name.md`` (MyST, the source of truth) to a notebook
 with jupytext, executes it with papermill into ``book/NN_name.ipynb`` (git-ignored), with the
 parameters ``profile`` and ``overrides`` (a dict of Profile fields, from ``-p NAME VALUE``)
-injected after the cell tagged ``parameters``. It stops at the first failing chapter and
+injected after the cell tagged ``parameters`` (``-p`` names that are not Profile fields set
+the chapter's own parameters, e.g. ``-p ablation False``), then rebuilds the HTML (unless
+``--no-html``): the chapters not chosen keep their executed notebooks. It stops at the first failing chapter and
 reports the chapter, the failing cell and the error. The intro chapter (00) renders the
 claims ledger that the other chapters write, so it always runs last, and is re-run whenever
 another chapter is. A run manifest (chapter, parameters, git commit, package versions,
@@ -89,6 +92,80 @@ def parse_overrides(pairs: list[list[str]]) -> dict:
     return out
 
 
+def chapter_parameters(md: Path) -> dict:
+    """The parameters a chapter declares: ``name = literal`` lines of its cell tagged
+    ``parameters`` (besides ``profile`` and ``overrides``, e.g. chapter 06's ``ablation``)."""
+    import jupytext
+
+    for cell in jupytext.read(md).cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            out = {}
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    out[node.targets[0].id] = ast.literal_eval(node.value)
+            return out
+    return {}
+
+
+def split_parameters(pairs: list[list[str]], todo: list[Path]) -> tuple[dict, dict]:
+    """``-p NAME VALUE`` pairs -> (profile overrides, chapter parameters). A Profile field is an
+    override (``parse_overrides``); any other name must be a parameter of a chosen chapter, and
+    its value must have the type of the chapter's default."""
+    declared = {}
+    for md in todo:
+        for name, default in chapter_parameters(md).items():
+            if name not in ("profile", "overrides"):
+                declared.setdefault(name, default)
+    profile_pairs = [pr for pr in pairs or [] if pr[0] not in declared or pr[0] in config.FIELD_NAMES]
+    params = {}
+    for name, raw in pairs or []:
+        if name in config.FIELD_NAMES or name not in declared:
+            continue
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        default = declared[name]
+        if default is not None and not isinstance(value, type(default)) and \
+                not (isinstance(default, float) and isinstance(value, int)):
+            raise SystemExit(f"error: chapter parameter {name} takes a {type(default).__name__} "
+                             f"(default {default!r}), got {raw!r}")
+        params[name] = value
+    try:
+        overrides = parse_overrides(profile_pairs)
+    except SystemExit as err:
+        if declared and "unknown parameter" in str(err):
+            raise SystemExit(f"{err}; parameters of the chosen chapters: {', '.join(sorted(declared))}") from None
+        raise
+    return overrides, params
+
+
+def rerun_command(chapter: str, profile: str, overrides: dict | None = None, **params) -> str:
+    """The shell command that re-runs ``chapter`` with these parameters and rebuilds the HTML."""
+    import shlex
+
+    parts = ["python -m analysis.book run --only", chapter.split("_")[0], "--profile", profile]
+    for name, value in {**(overrides or {}), **params}.items():
+        parts += ["-p", name, shlex.quote(repr(value) if not isinstance(value, str) else value)]
+    return " ".join(parts)
+
+
+def show_rerun(chapter: str, profile: str, overrides: dict | None = None, **params) -> None:
+    """A note on the chapter page: how to re-run it (the runner, papermill, Jupyter)."""
+    import shlex
+
+    from IPython.display import Markdown, display
+
+    pm = ["papermill", f"_build/run/src/{chapter}.ipynb", f"book/{chapter}.ipynb", "-p", "profile", profile]
+    pm += ["-y", shlex.quote(json.dumps({"overrides": overrides or {}, **params}))]
+    display(Markdown(
+        f"**Re-run this chapter** with these parameters, rebuilding the HTML (the other chapters' "
+        f"outputs are kept):\n\n```bash\n{rerun_command(chapter, profile, overrides, **params)}\n```\n\n"
+        f"or with papermill itself, on the source notebook that the command above writes:\n\n"
+        f"```bash\n{' '.join(pm)}\n```\n\nTo explore it interactively, open `book/{chapter}.md` in "
+        f"Jupyter (jupytext opens it as a notebook) and edit the cell tagged `parameters`."))
+
+
 def to_notebook(md: Path, out: Path) -> Path:
     """Convert a MyST chapter to an (unexecuted) notebook with the python3 kernel."""
     import jupytext
@@ -164,8 +241,10 @@ def load_manifest() -> dict:
 
 
 def run(profile: str = "default", only: list[str] | None = None, overrides: dict | None = None,
-        book: Path = BOOK, out_dir: Path | None = None) -> dict:
-    """Execute the chosen chapters; returns the manifest. Raises ``ChapterFailure``."""
+        book: Path = BOOK, out_dir: Path | None = None, chapter_params: dict | None = None) -> dict:
+    """Execute the chosen chapters; returns the manifest. Raises ``ChapterFailure``.
+    ``chapter_params`` go to the chapters that declare them in their parameters cell. The
+    provenance lines a chapter shows under its figures are stored in its manifest entry."""
     from tqdm.auto import tqdm
 
     from .plots import git_commit
@@ -181,11 +260,16 @@ def run(profile: str = "default", only: list[str] | None = None, overrides: dict
     bar = tqdm(todo, desc="chapters", unit="chapter", file=sys.stdout)
     for md in bar:
         bar.set_postfix_str(md.stem)
-        entry = {"chapter": md.stem, "parameters": parameters, "commit": manifest["commit"],
+        declared = chapter_parameters(md)
+        params = {**parameters, **{k: v for k, v in (chapter_params or {}).items() if k in declared}}
+        entry = {"chapter": md.stem, "parameters": params, "commit": manifest["commit"],
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": "running"}
+        provenance = run_dir() / "provenance" / f"{md.stem}.jsonl"
+        provenance.unlink(missing_ok=True)
+        os.environ["ANALYSIS_CHAPTER"] = md.stem
         t0 = time.perf_counter()
         try:
-            execute(md, parameters, out_dir)
+            execute(md, params, out_dir)
             entry["status"] = "ok"
         except ChapterFailure as failure:
             entry["status"] = "failed"
@@ -193,6 +277,8 @@ def run(profile: str = "default", only: list[str] | None = None, overrides: dict
             raise
         finally:
             entry["wall_s"] = round(time.perf_counter() - t0, 1)
+            entry["figures"] = [json.loads(line) for line in provenance.read_text().splitlines()] \
+                if provenance.exists() else []
             manifest["chapters"][md.stem] = entry
             write_json_atomic(run_dir() / "manifest.json", manifest)
     return manifest
@@ -225,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--profile", default="default", help=f"one of {', '.join(config.PROFILES)}")
     p_run.add_argument("--only", nargs="+", metavar="CHAPTER", help="chapter numbers or names")
     p_run.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
-                       help="override a profile field (repeatable)")
+                       help="override a profile field, or set a chapter parameter (repeatable)")
+    p_run.add_argument("--no-html", dest="html", action="store_false",
+                       help="do not rebuild the HTML book after the run")
     p_html = sub.add_parser("html", help="build the HTML book from the executed notebooks")
     p_html.add_argument("--strict", action="store_true", help="turn Sphinx warnings into errors")
     sub.add_parser("list", help="list the chapters")
@@ -240,14 +328,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.profile not in config.PROFILES:
         parser.error(f"unknown profile {args.profile!r}; valid profiles: {', '.join(config.PROFILES)}")
-    overrides = parse_overrides(args.p)
+    overrides, params = split_parameters(args.p, select(chapters(), args.only))
     try:
-        manifest = run(args.profile, args.only, overrides)
+        manifest = run(args.profile, args.only, overrides, chapter_params=params)
     except ChapterFailure as failure:
         print(f"\nerror: {failure}", file=sys.stderr)
         return 1
     done = [(k, v["wall_s"]) for k, v in manifest["chapters"].items() if v["status"] == "ok"]
     print("executed: " + ", ".join(f"{k} ({s:.0f}s)" for k, s in done))
+    if args.html:
+        html()
     return 0
 
 

@@ -6,6 +6,8 @@ parameters, seeds, checkpoints and commit produced it.
 """
 from __future__ import annotations
 
+import os
+
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +29,7 @@ MODEL_LABELS = {
 }
 FIGSIZE = (7.0, 3.6)
 WIDE = (10.0, 3.6)
+NARROW = (5.5, 3.4)
 
 
 def setup() -> None:
@@ -79,8 +82,20 @@ def provenance(cfg, seeds=None, checkpoints: dict | None = None, **extra) -> str
 
 
 def show_provenance(cfg, **kwargs) -> None:
-    """Display the provenance line as Markdown under the figure (plain text outside Jupyter)."""
+    """Display the provenance line as Markdown under the figure (plain text outside Jupyter).
+    Under the book runner (``$ANALYSIS_CHAPTER`` set) the line is also appended to
+    ``<run dir>/provenance/<chapter>.jsonl``, which the runner stores in the run manifest."""
     line = provenance(cfg, **kwargs)
+    chapter = os.environ.get("ANALYSIS_CHAPTER")
+    if chapter:
+        import json
+
+        from .book import run_dir
+        path = run_dir() / "provenance" / f"{chapter}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps({"provenance": line, "profile": cfg.name, "overrides": cfg.differences()},
+                               default=str) + "\n")
     try:
         from IPython.display import Markdown, display
         display(Markdown(f"<small>{line}</small>"))

@@ -226,11 +226,10 @@ def _build(model_name: str, cfg, out: Path, texts=None, tokenizer=None, valid_te
 
 
 def _verify(path: Path) -> Path:
-    """A checkpoint is used only if it loads."""
-    from transformers import AutoModelForMaskedLM
-
-    from . import models  # noqa: F401  (registers the Auto classes)
-    AutoModelForMaskedLM.from_pretrained(str(path))
+    """A cache hit: the checkpoint's config and weights header read and its metadata parse
+    (a corrupt artifact is then rebuilt by ``cached``)."""
+    from .models import check_checkpoint
+    check_checkpoint(path)
     json.loads((path / "meta.json").read_text())
     return path
 

@@ -111,3 +111,38 @@ def test_ledger_roundtrip_and_validation(run_dir):
     assert ledger.decide(True) == "reproduced"
     assert ledger.decide(False, partly=True) == "partly reproduced"
     assert ledger.decide(True, enough_data=False) == "inconclusive"
+
+
+def test_chapter_parameters_and_provenance_reach_the_manifest(tmp_path, run_dir):
+    src = tmp_path / "book"
+    src.mkdir()
+    path = src / "01_params.md"
+    path.write_text(HEADER.replace('overrides = {}\n', 'overrides = {}\nwidths = [3, 5]\nablation = True\n') +
+                    "\n```{code-cell} ipython3\nfrom analysis import config, plots\n"
+                    "cfg = config.profile(profile, **overrides)\n"
+                    "assert widths == [7] and ablation is False, (widths, ablation)\n"
+                    "plots.show_provenance(cfg, widths=widths)\n```\n")
+    assert book.chapter_parameters(path) == {"profile": "default", "overrides": {}, "widths": [3, 5],
+                                             "ablation": True}
+    overrides, params = book.split_parameters([["seeds", "2"], ["widths", "[7]"], ["ablation", "False"]], [path])
+    assert overrides == {"seeds": 2} and params == {"widths": [7], "ablation": False}
+    with pytest.raises(SystemExit, match="ablation takes a bool"):
+        book.split_parameters([["ablation", "maybe"]], [path])
+    with pytest.raises(SystemExit, match="parameters of the chosen chapters: ablation, widths"):
+        book.split_parameters([["widht", "3"]], [path])
+    manifest = book.run("smoke", overrides=overrides, book=src, out_dir=src, chapter_params=params)
+    entry = manifest["chapters"]["01_params"]
+    assert entry["status"] == "ok" and entry["parameters"]["widths"] == [7]
+    [figure] = entry["figures"]
+    assert "profile `smoke`" in figure["provenance"] and "seeds=2" in figure["provenance"]
+    assert "widths [7]" in figure["provenance"] and figure["overrides"] == {"seeds": 2}
+
+
+def test_rerun_command_round_trips_through_the_parser():
+    cmd = book.rerun_command("06_modifications", "smoke", {"seeds": 2}, ablation=False, widths=[3, 5])
+    assert cmd == ("python -m analysis.book run --only 06 --profile smoke -p seeds 2 -p ablation False "
+                   "-p widths '[3, 5]'")
+    import shlex
+    words = shlex.split(cmd)
+    pairs = [[words[i + 1], words[i + 2]] for i, w in enumerate(words) if w == "-p"]
+    assert pairs == [["seeds", "2"], ["ablation", "False"], ["widths", "[3, 5]"]]

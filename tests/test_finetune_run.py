@@ -53,3 +53,14 @@ def test_finetuned_checkpoint_reloads_with_identical_outputs(task):
         assert scores["mrr_distractors"] >= scores["mrr"] - 1e-12  # fewer candidates, never worse
     else:
         assert 0 <= scores["accuracy"] <= 1 and scores["tokens"] > 0
+
+
+def test_each_seed_is_its_own_run():
+    from analysis.finetune.experiment import finetune_key
+    from analysis.cache import config_key
+    cfg = config.profile("smoke")
+    keys = {config_key(finetune_key("codessm", "search", cfg, s, True), "v") for s in range(3)}
+    assert len(keys) == 3
+    # the profile's seed (which draws the corpus) and the run's seed are different fields
+    assert finetune_key("codessm", "search", cfg, 5, True)["finetune_seed"] == 5
+    assert finetune_key("codessm", "search", cfg, 5, True)["seed"] == cfg.seed

@@ -165,3 +165,22 @@ def test_kernels_tensor_shape_and_modes():
     assert dA.shape == CdB.shape == (SMOKE.n_layers, 2, 1, SMOKE.d_state // 2)
     assert (dA.abs() < 1).all()  # stable modes
     assert m.kernels(20).shape == (SMOKE.n_layers, 2, 1, 20)
+
+
+@pytest.mark.parametrize("n_pos, dim", [(300, 32), (97, 15)])
+def test_rocoder_sinusoidal_table_is_transformers_table_exactly(n_pos, dim):
+    from transformers.models.roformer.modeling_roformer import RoFormerSinusoidalPositionalEmbedding
+    from analysis.models import rocoder
+    module = RoFormerSinusoidalPositionalEmbedding(n_pos, dim)
+    assert torch.equal(rocoder._slow_create_weight(module), rocoder.sinusoidal_table(n_pos, dim))
+    assert torch.equal(module.create_weight(), rocoder.sinusoidal_table(n_pos, dim))
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
+    from analysis.models import check_checkpoint
+    build("codessm", SMOKE, VOCAB).save_pretrained(tmp_path)
+    assert check_checkpoint(tmp_path) == tmp_path
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # the data cut short, the header intact
+    with pytest.raises(Exception, match="(?i)safetensors|header|invalid|incomplete"):
+        check_checkpoint(tmp_path)

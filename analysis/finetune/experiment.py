@@ -19,7 +19,8 @@ The result is an ordinary Hugging Face checkpoint directory of the encoder (plus
   ``cfg.search_distractors`` random distractors (CodeSearchNet: 999);
 - ``long_search``: the same, with the functions encoded at their full length (beyond the
   pretraining context: length extrapolation) and, for comparison, truncated to it;
-- ``types``: accuracy, macro-F1, accuracy on the 5 most common types and on the rest.
+- ``types``: accuracy, macro-F1, accuracy on the 5 most common types and on the rest, over
+  the annotations within the first ``cfg.max_length`` subwords (the training context).
 
 ``forgetting`` re-runs the probes of ``analysis.probing`` on a fine-tuned checkpoint:
 forgetting = probe score after fine-tuning - before (negative = forgotten).
@@ -39,8 +40,8 @@ from .metrics import classification_scores, mrr, mrr_with_distractors
 from .tasks import TypeHead, contrastive_loss, embed, encode, mean_pool, tokenize, type_batch, \
     type_loss, type_predictions
 
-FT_RUN_VERSION = "1"
-EVAL_VERSION = "1"
+FT_RUN_VERSION = "2"
+EVAL_VERSION = "2"
 TASKS = ("search", "long_search", "types")
 FIELDS = ("finetune_steps", "finetune_batch_size", "finetune_lr", "weight_decay", "max_length",
           "long_context_factor", "type_vocab_size", "finetune_train_size", "finetune_test_size")
@@ -57,7 +58,9 @@ def finetune_key(model: str, task: str, cfg, seed: int, pretrained: bool) -> dic
     from ..train import MODEL_FIELDS, pretrain_key
     base = pretrain_key(model, cfg) if pretrained else \
         {"random": model, **cfg.subset("vocab_size", "seed", *MODEL_FIELDS)}
-    return {"base": base, "task": task, "seed": int(seed), **corpus_key(cfg), **cfg.subset(*FIELDS)}
+    # the corpus key carries the profile's seed (which drew the corpus); the run's own seed is
+    # a separate field so that seeds 0, 1, 2 are three runs on one corpus
+    return {"base": base, "task": task, **corpus_key(cfg), **cfg.subset(*FIELDS), "finetune_seed": int(seed)}
 
 
 class ExampleBatches:
@@ -138,10 +141,9 @@ def _build(model: str, task: str, cfg, seed: int, pretrained: bool, out: Path) -
 
 
 def _verify(path: Path) -> Path:
-    from transformers import AutoModelForMaskedLM
-
-    from .. import models  # noqa: F401  (registers the Auto classes)
-    AutoModelForMaskedLM.from_pretrained(str(path))
+    """A cache hit: the checkpoint's config and weights header read and its metadata parse."""
+    from ..models import check_checkpoint
+    check_checkpoint(path)
     json.loads((path / "meta.json").read_text())
     return path
 
@@ -180,7 +182,10 @@ def _score(path: Path, task: str, cfg) -> dict:
         raise ValueError(f"the {task} test split has {len(test)} examples; use a larger corpus")
     t0 = time.perf_counter()
     if task == "types":
-        gold, pred = type_predictions(net, head, tokenizer, test, max_length=None)
+        # scored within the training context: annotations past cfg.max_length subwords are not
+        # scored, the same ones for every model (they share the tokenizer); length
+        # extrapolation is the long_search task's question
+        gold, pred = type_predictions(net, head, tokenizer, test, max_length=cfg.max_length)
         out = classification_scores(gold, pred, len(type_label_names(cfg)))
         out["tokens"] = int(len(gold))
     else:

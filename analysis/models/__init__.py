@@ -82,15 +82,30 @@ def build(name: str, cfg, vocab_size: int, pad_id: int = 0, seed: int | None = N
 CHECKPOINT_FILES = ("config.json", "model.safetensors")
 
 
+def check_checkpoint(path: str | Path) -> Path:
+    """``path`` if it holds a checkpoint whose config parses and whose safetensors header reads
+    (cheap: no weights are loaded); a clear error otherwise."""
+    import json
+
+    from safetensors import safe_open
+
+    path = Path(path)
+    missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
+    if not path.is_dir() or missing:
+        raise FileNotFoundError(f"{path} is not a model checkpoint: expected a directory with "
+                                f"{', '.join(CHECKPOINT_FILES)} and tokenizer files (missing: {missing})")
+    json.loads((path / "config.json").read_text())
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        if not list(f.keys()):
+            raise ValueError(f"{path}/model.safetensors holds no tensors")
+    return path
+
+
 def load_checkpoint(path: str | Path):
     """(model, tokenizer) from a local Hugging Face checkpoint directory."""
     from transformers import AutoTokenizer
 
-    path = Path(path)
-    missing = [f for f in CHECKPOINT_FILES if not (path / f).exists()]
-    if not path.is_dir() or missing:
-        raise FileNotFoundError(f"{path} is not a model checkpoint: expected a directory with "
-                                f"{', '.join(CHECKPOINT_FILES)} and tokenizer files (missing: {missing})")
+    path = check_checkpoint(path)
     model = AutoModelForMaskedLM.from_pretrained(str(path))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))

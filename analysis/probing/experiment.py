@@ -47,14 +47,18 @@ def _weights_hash(path: Path) -> str:
 
 
 def resolve_checkpoint(model: str, cfg, checkpoint: str):
-    """(model, tokenizer, weights id) for ``checkpoint``: "pretrained", "random" (the same
+    """(load, weights id, n_layers) for ``checkpoint``: "pretrained", "random" (the same
     architecture with its seeded initial weights), "finetuned:<task>" (``analysis.finetune``)
-    or a local checkpoint directory."""
+    or a local checkpoint directory. ``load()`` returns (model, tokenizer); it is called only
+    when the probe results are not cached yet."""
+    import json
+
     from .. import models
     if checkpoint == "random":
         from ..train import MODEL_FIELDS
-        m, tok = models.load(model, cfg, pretrained=False, seed=cfg.seed)
-        return m, tok, {"random": model, **cfg.subset("vocab_size", "seed", *MODEL_FIELDS)}
+        net, tok = models.load(model, cfg, pretrained=False, seed=cfg.seed)
+        return (lambda: (net, tok)), {"random": model, **cfg.subset("vocab_size", "seed", *MODEL_FIELDS)}, \
+            net.config.num_hidden_layers
     if checkpoint == "pretrained":
         from ..train import pretrain
         path = pretrain(model, cfg)
@@ -62,12 +66,12 @@ def resolve_checkpoint(model: str, cfg, checkpoint: str):
         from ..finetune import finetune
         path = finetune(model, checkpoint.split(":", 1)[1], cfg)
     elif Path(checkpoint).is_dir():
-        path = Path(checkpoint)
+        path = models.check_checkpoint(checkpoint)
     else:
         raise ValueError(f"checkpoint must be 'pretrained', 'random', 'finetuned:<task>' or a "
                          f"checkpoint directory; got {checkpoint!r}")
-    m, tok = models.load_checkpoint(path)
-    return m, tok, {"weights": _weights_hash(path)}
+    n_layers = json.loads((Path(path) / "config.json").read_text())["num_hidden_layers"]
+    return (lambda: models.load_checkpoint(path)), {"weights": _weights_hash(path)}, n_layers
 
 
 def _balanced_subsample(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
@@ -135,8 +139,7 @@ def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
 
     if task not in TASKS:
         raise ValueError(f"unknown probe task {task!r}; tasks: {', '.join(TASKS)}")
-    net, tokenizer, weights = resolve_checkpoint(model, cfg, checkpoint)
-    n_layers = net.config.num_hidden_layers
+    load, weights, n_layers = resolve_checkpoint(model, cfg, checkpoint)
     layers = list(range(n_layers + 1)) if layers is None else [int(x) for x in layers]
     bad = [x for x in layers if not 0 <= x <= n_layers]
     if bad:
@@ -145,6 +148,7 @@ def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
 
     def build(out: Path) -> None:
         data = probe_dataset(cfg, task)
+        net, tokenizer = load()
         states = models.hidden_states(net, tokenizer, data.functions, layers=layers, progress=progress)
         rows = _probe_layers(data, states, layers, cfg, progress)
         pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
