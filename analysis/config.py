@@ -59,7 +59,7 @@ class Profile:
     probe_pairs_per_class: int = 300
     probe_max_tokens: int = 200          # probe functions have at most this many code tokens
     probe_test_fraction: float = 0.2
-    probe_max_train_points: int = 1500   # DirectProbe training points per layer (subsampled)
+    probe_max_train_points: int = 600    # DirectProbe training points per layer (subsampled)
 
     # --- fine-tuning (analysis.finetune) ---
     finetune_steps: int = 200
@@ -78,6 +78,7 @@ class Profile:
     energy_fraction: float = 0.9         # effective length holds this share of the energy
 
     # --- throughput (chapter 02) ---
+    ablation: bool = False               # chapter 06's ablation (pretrains 7 more models): off in default
     throughput_lengths: tuple = (256, 512, 1024, 2048, 4096, 8192)
     throughput_batch: int = 1
 
@@ -154,7 +155,7 @@ SMOKE = Profile(
     probe_pairs_per_class=40, probe_max_tokens=120, probe_max_train_points=200,
     finetune_steps=15, finetune_batch_size=8, search_distractors=99, type_vocab_size=8,
     finetune_train_size=300, finetune_test_size=60,
-    kernel_length=256, throughput_lengths=(128, 256, 512), throughput_batch=1,
+    kernel_length=256, throughput_lengths=(128, 256, 512), throughput_batch=1, ablation=True,
 )
 DEFAULT = Profile(name="default")
 PAPER = Profile(
@@ -163,7 +164,7 @@ PAPER = Profile(
     log_every=100, probe_pairs_per_class=1300, probe_max_tokens=512, probe_max_train_points=5000,
     finetune_steps=10_000, finetune_batch_size=32, finetune_lr=2e-5, seeds=3,
     type_vocab_size=50, finetune_train_size=0, finetune_test_size=0, kernel_length=4096,
-    throughput_batch=4,
+    throughput_batch=4, ablation=True,
 )
 PROFILES = {p.name: p for p in (SMOKE, DEFAULT, PAPER)}
 
