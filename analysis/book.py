@@ -276,6 +276,7 @@ def run(profile: str = "default", only: list[str] | None = None, overrides: dict
             entry["error"] = str(failure)
             raise
         finally:
+            os.environ.pop("ANALYSIS_CHAPTER", None)
             entry["wall_s"] = round(time.perf_counter() - t0, 1)
             entry["figures"] = [json.loads(line) for line in provenance.read_text().splitlines()] \
                 if provenance.exists() else []

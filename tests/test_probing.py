@@ -110,3 +110,25 @@ def test_linear_probe_beats_its_control():
     ctrl = linear_probe(X[:400], control[:400], X[400:], control[400:])
     assert task["accuracy"] > 0.9 and task["accuracy"] - ctrl["accuracy"] > 0.3
     assert len(set(zip(types, control))) == len(set(types))  # one label per type
+
+
+def test_a_failing_lp_solver_falls_back_then_fails_clearly(monkeypatch):
+    import importlib
+    from types import SimpleNamespace
+    dp = importlib.import_module("analysis.probing.directprobe")  # the module, not the function
+    real = dp.linprog
+    calls = []
+
+    def flaky(*args, method, **kw):
+        calls.append(method)
+        if method == "highs":  # HiGHS status 15, as seen once on real hidden states
+            return SimpleNamespace(status=4, message="model_status is Unknown")
+        return real(*args, method=method, **kw)
+
+    monkeypatch.setattr(dp, "linprog", flaky)
+    P, Q = np.array([[0.0, 0.0], [0.0, 1.0]]), np.array([[2.0, 0.0], [2.0, 1.0]])
+    assert dp.separable(P, Q)[0] and not dp.separable(P, np.vstack([Q, [[0.0, 0.5]]]))[0]
+    assert calls[:2] == ["highs", "highs-ds"]
+    monkeypatch.setattr(dp, "linprog", lambda *a, method, **k: SimpleNamespace(status=4, message="broken"))
+    with pytest.raises(RuntimeError, match="separability LP failed.*highs: broken; highs-ds: broken; highs-ipm"):
+        dp.separable(P, Q)

@@ -59,6 +59,7 @@ from scipy.optimize import linprog
 
 TOL = 1e-7
 STEP = 0.5
+SOLVERS = ("highs", "highs-ds", "highs-ipm")
 
 
 def _max_margin(P: np.ndarray, Q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -72,10 +73,16 @@ def _max_margin(P: np.ndarray, Q: np.ndarray) -> tuple[float, np.ndarray, np.nda
     c = np.zeros(d + 2)
     c[-1] = -1.0
     bounds = [(-1, 1)] * d + [(None, None), (None, 1)]
-    res = linprog(c, A_ub=A, b_ub=np.zeros(p + q), bounds=bounds, method="highs")
-    if res.status != 0:
-        raise RuntimeError(f"the separability LP failed: {res.message}")
-    return float(-res.fun), res.x[:-1], res.ineqlin.marginals != 0
+    # The LP is always feasible and bounded; HiGHS's default solver still occasionally ends
+    # with an unknown status on ill-conditioned hidden states. Then the dual simplex and the
+    # interior-point solver are tried in turn; only if all three fail is it an error.
+    messages = []
+    for method in SOLVERS:
+        res = linprog(c, A_ub=A, b_ub=np.zeros(p + q), bounds=bounds, method=method)
+        if res.status == 0:
+            return float(-res.fun), res.x[:-1], res.ineqlin.marginals != 0
+        messages.append(f"{method}: {res.message}")
+    raise RuntimeError(f"the separability LP failed ({p} vs {q} points, dimension {d}): " + "; ".join(messages))
 
 
 def separable(P: np.ndarray, Q: np.ndarray, tol: float = TOL) -> tuple[bool, np.ndarray | None]:
@@ -92,23 +99,6 @@ def separable(P: np.ndarray, Q: np.ndarray, tol: float = TOL) -> tuple[bool, np.
 def _certifies(w: np.ndarray, min_p: float, max_q: float, tol: float = TOL) -> bool:
     """(min_P w.x - max_Q w.x) / (2 |w|_inf) > tol, a proof that t*(P, Q) > tol."""
     return bool(min_p - max_q > 2 * tol * np.abs(w).max())
-
-
-SPAN_STATS = [0, 0, 0]
-LOG = []
-CASES = []
-WITS = []
-WHITS = []
-
-
-def _span_plane(P: np.ndarray, Q: np.ndarray, D: np.ndarray, tol: float = TOL) -> np.ndarray | None:
-    """A direction in the span of the rows of D certifying t*(P, Q) > tol, or None (no proof
-    either way): the margin LP in k = len(D) variables instead of d."""
-    t, v, _ = _max_margin(P @ D.T, Q @ D.T)
-    if t <= tol:
-        return None
-    w = D.T @ v[:-1]
-    return w if _certifies(w, (P @ w).min(), (Q @ w).max(), tol) else None
 
 
 class _Plane:
@@ -151,7 +141,6 @@ class _Separator:
             sub_p, sub_q = np.flatnonzero(in_p), np.flatnonzero(in_q)
             t, plane, dual = _max_margin(P[sub_p], Q[sub_q])
             if t <= self.tol:           # a relaxation: t* <= t_S <= tol
-                self.witness = (ip[sub_p[dual[:len(sub_p)]]], iq[sub_q[dual[len(sub_p):]]])
                 return None
             w, b = plane[:-1], plane[-1]
             sp, sq = P @ w + b, Q @ w + b
@@ -349,29 +338,12 @@ def _directprobe(X_train, y_train, *, shortcuts: bool = True) -> DirectProbeResu
             if plane is not None:
                 found.update({c: plane for c in rest})
                 return found
-        hit = False
-        for wp, wq in WITS:
-            if np.isin(wp, im).all():
-                for c in rest:
-                    if np.isin(wq, ids[c]).all():
-                        hit = True
-        WHITS.append(hit)
         dist = _sq_dist(np.array([centroid[c] for c in rest]), mu)
         for c in [rest[i] for i in np.argsort(dist, kind="stable")]:
             kept = [pl for pl in (planes[a].get(c), planes[b].get(c)) if pl is not None]
-            D = np.array([pl.w for pl in kept] + [mu - centroid[c], centroid[a] - centroid[c], centroid[b] - centroid[c]])
-            SPAN_STATS[0] += 1
-            w = _span_plane(M, U[ids[c]], D)
-            if w is not None:
-                SPAN_STATS[1 + (len(kept) > 0)] += 1
-            k0 = sep.lp_calls
             plane = sep.plane(im, ids[c], kept[0].w if kept else None,
                               np.concatenate([pl.support for pl in kept]) if kept else None)
-            LOG.append((plane is not None, len(kept), sep.lp_calls - k0, len(im), len(ids[c]), w is not None))
-            CASES.append((im, ids[c], kept, plane))
             if plane is None:
-                WITS.append(sep.witness)
-                WHITS[-1] = (WHITS[-1], True)
                 return None
             found[c] = plane
         return found
