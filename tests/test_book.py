@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from analysis import book, ledger
+from analysis import book, config, ledger
 
 HEADER = textwrap.dedent("""\
     ---
@@ -117,18 +117,18 @@ def test_chapter_parameters_and_provenance_reach_the_manifest(tmp_path, run_dir)
     src = tmp_path / "book"
     src.mkdir()
     path = src / "01_params.md"
-    path.write_text(HEADER.replace('overrides = {}\n', 'overrides = {}\nwidths = [3, 5]\nablation = True\n') +
+    path.write_text(HEADER.replace('overrides = {}\n', 'overrides = {}\nwidths = [3, 5]\nsmooth = True\n') +
                     "\n```{code-cell} ipython3\nfrom analysis import config, plots\n"
                     "cfg = config.profile(profile, **overrides)\n"
-                    "assert widths == [7] and ablation is False, (widths, ablation)\n"
+                    "assert widths == [7] and smooth is False, (widths, smooth)\n"
                     "plots.show_provenance(cfg, widths=widths)\n```\n")
     assert book.chapter_parameters(path) == {"profile": "default", "overrides": {}, "widths": [3, 5],
-                                             "ablation": True}
-    overrides, params = book.split_parameters([["seeds", "2"], ["widths", "[7]"], ["ablation", "False"]], [path])
-    assert overrides == {"seeds": 2} and params == {"widths": [7], "ablation": False}
-    with pytest.raises(SystemExit, match="ablation takes a bool"):
-        book.split_parameters([["ablation", "maybe"]], [path])
-    with pytest.raises(SystemExit, match="parameters of the chosen chapters: ablation, widths"):
+                                             "smooth": True}
+    overrides, params = book.split_parameters([["seeds", "2"], ["widths", "[7]"], ["smooth", "False"]], [path])
+    assert overrides == {"seeds": 2} and params == {"widths": [7], "smooth": False}
+    with pytest.raises(SystemExit, match="smooth takes a bool"):
+        book.split_parameters([["smooth", "maybe"]], [path])
+    with pytest.raises(SystemExit, match="parameters of the chosen chapters: smooth, widths"):
         book.split_parameters([["widht", "3"]], [path])
     manifest = book.run("smoke", overrides=overrides, book=src, out_dir=src, chapter_params=params)
     entry = manifest["chapters"]["01_params"]
@@ -146,3 +146,10 @@ def test_rerun_command_round_trips_through_the_parser():
     words = shlex.split(cmd)
     pairs = [[words[i + 1], words[i + 2]] for i, w in enumerate(words) if w == "-p"]
     assert pairs == [["seeds", "2"], ["ablation", "False"], ["widths", "[3, 5]"]]
+
+
+def test_no_chapter_parameter_shadows_a_profile_field():
+    """A chapter parameter named like a Profile field could never be set: ``-p`` sends it to the profile."""
+    for md in book.chapters():
+        shadowed = set(book.chapter_parameters(md)) & set(config.FIELD_NAMES)
+        assert not shadowed, (md.name, shadowed)
