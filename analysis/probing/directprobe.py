@@ -59,7 +59,13 @@ from scipy.optimize import linprog
 
 TOL = 1e-7
 STEP = 0.5
-SOLVERS = ("highs", "highs-ds", "highs-ipm")
+# (method, iteration cap as a multiple of rows + columns, or None). On degenerate hidden
+# states (embedding differences, many near-duplicate points) the simplex can cycle for millions
+# of iterations before HiGHS gives up with an unknown status (seen: 50 s for one 113 x 130 LP);
+# a normal LP here needs a few hundred. So the dual simplex runs under a cap, the interior-point
+# solver (with crossover, so the duals stay a vertex's) takes what it leaves, and HiGHS's own
+# choice without a cap is the last resort.
+SOLVERS = (("highs-ds", 20), ("highs-ipm", None), ("highs", None))
 
 
 def _max_margin(P: np.ndarray, Q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -73,12 +79,13 @@ def _max_margin(P: np.ndarray, Q: np.ndarray) -> tuple[float, np.ndarray, np.nda
     c = np.zeros(d + 2)
     c[-1] = -1.0
     bounds = [(-1, 1)] * d + [(None, None), (None, 1)]
-    # The LP is always feasible and bounded; HiGHS's default solver still occasionally ends
-    # with an unknown status on ill-conditioned hidden states. Then the dual simplex and the
-    # interior-point solver are tried in turn; only if all three fail is it an error.
+    # The LP is always feasible and bounded, but the solver may still stop (iteration cap,
+    # unknown status on ill-conditioned input): the next one in SOLVERS is tried, and only
+    # if all fail is it an error.
     messages = []
-    for method in SOLVERS:
-        res = linprog(c, A_ub=A, b_ub=np.zeros(p + q), bounds=bounds, method=method)
+    for method, cap in SOLVERS:
+        options = {} if cap is None else {"maxiter": cap * (p + q + d + 2)}
+        res = linprog(c, A_ub=A, b_ub=np.zeros(p + q), bounds=bounds, method=method, options=options)
         if res.status == 0:
             return float(-res.fun), res.x[:-1], res.ineqlin.marginals != 0
         messages.append(f"{method}: {res.message}")
