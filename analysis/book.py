@@ -256,6 +256,9 @@ def run(profile: str = "default", only: list[str] | None = None, overrides: dict
     manifest.update({"profile": profile, "commit": git_commit(), "versions": versions()})
     manifest.setdefault("chapters", {})
     os.environ.setdefault("ANALYSIS_RUN_DIR", str(run_dir()))
+    # progress bars inside a chapter update at most every 30 s: each update is a stream output
+    # kept in the executed notebook (a default chapter 04 held 30,000 of them, 2 MB)
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
     parameters = {"profile": profile, "overrides": dict(overrides or {})}
     bar = tqdm(todo, desc="chapters", unit="chapter", file=sys.stdout)
     for md in bar:
