@@ -59,3 +59,17 @@ def test_classification_scores_known_answer():
     assert s["accuracy_rare"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         metrics.classification_scores(np.array([]), np.array([]), 3)
+
+
+def test_mean_pairwise_cosine_known_answers():
+    assert metrics.mean_pairwise_cosine(np.eye(4)) == pytest.approx(0.0)                   # orthogonal
+    assert metrics.mean_pairwise_cosine(np.array([[1.0, 2.0]] * 3) * [[1], [2], [5]]) == pytest.approx(1.0)
+    assert metrics.mean_pairwise_cosine(np.array([[1.0, 0.0], [-3.0, 0.0]])) == pytest.approx(-1.0)
+    v = np.random.default_rng(0).normal(size=(7, 5))                                       # the closed form
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    brute = np.mean([u[i] @ u[j] for i in range(7) for j in range(7) if i != j])
+    assert metrics.mean_pairwise_cosine(v) == pytest.approx(brute)
+    with pytest.raises(ValueError, match="zero vector"):
+        metrics.mean_pairwise_cosine(np.array([[1.0, 0.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="at least two"):
+        metrics.mean_pairwise_cosine(np.ones((1, 3)))

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from ..cache import cached, config_key, scratch_dir, write_json_atomic
-from .metrics import classification_scores, mrr, mrr_with_distractors
+from .metrics import classification_scores, mean_pairwise_cosine, mrr, mrr_with_distractors
 from .tasks import TypeHead, contrastive_loss, embed, encode, mean_pool, tokenize, type_batch, \
     type_loss, type_predictions
 
@@ -203,6 +203,22 @@ def _score(path: Path, task: str, cfg) -> dict:
         out["pool"] = len(test)
     out["eval_seconds"] = time.perf_counter() - t0
     return out
+
+
+def zero_shot_search(model: str, cfg, pretrained: bool = True, n: int = 300) -> dict:
+    """The encoder before any fine-tuning, on the first ``n`` search test pairs: MRR of its
+    mean-pooled embeddings, and the mean cosine between two functions' embeddings
+    (``metrics.mean_pairwise_cosine``). Explains a random-init baseline that beats pretraining."""
+    from ..data import finetune_dataset
+
+    net, tokenizer = _base_model(model, cfg, pretrained)
+    test = finetune_dataset(cfg, "search")["test"][:n]
+    if len(test) < 2:
+        raise ValueError(f"the search test split has {len(test)} examples; use a larger corpus")
+    queries = embed(net, tokenizer, [e["query"] for e in test], cfg.max_length)
+    codes = embed(net, tokenizer, [e["code"] for e in test], cfg.max_length)
+    return {"zero-shot MRR": mrr((queries @ codes.T).numpy()),
+            "mean cosine between functions": mean_pairwise_cosine(codes.numpy()), "pairs": len(test)}
 
 
 def evaluate(model: str, task: str, cfg, seed: int | None = None, pretrained: bool = True) -> dict:

@@ -33,6 +33,23 @@ def mrr(scores: np.ndarray, correct: np.ndarray | None = None) -> float:
     return float(np.mean(1.0 / ranks(scores, correct)))
 
 
+def mean_pairwise_cosine(vectors: np.ndarray) -> float:
+    """Mean cosine similarity over pairs i != j of the rows of ``vectors`` [n, dim]: near 1 when
+    the embeddings crowd into one direction (anisotropy), near 0 for spread-out ones.
+
+        mean_{i != j} <v_i, v_j> / (|v_i| |v_j|) = (|sum_i u_i|^2 - n) / (n (n - 1)),  u_i = v_i / |v_i|
+    """
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.ndim != 2 or len(v) < 2:
+        raise ValueError(f"need at least two vectors [n, dim], got shape {v.shape}")
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError("a zero vector has no direction")
+    u = v / norms
+    n = len(u)
+    return float(((u.sum(0) ** 2).sum() - n) / (n * (n - 1)))
+
+
 def mrr_with_distractors(scores: np.ndarray, n_distractors: int, seed: int = 0) -> float:
     """MRR where each query's correct candidate (the diagonal of a square ``scores``) competes
     with ``n_distractors`` others drawn at random from the pool (CodeSearchNet uses 999).
