@@ -151,5 +151,5 @@ def test_rerun_command_round_trips_through_the_parser():
 def test_no_chapter_parameter_shadows_a_profile_field():
     """A chapter parameter named like a Profile field could never be set: ``-p`` sends it to the profile."""
     for md in book.chapters():
-        shadowed = set(book.chapter_parameters(md)) & set(config.FIELD_NAMES)
+        shadowed = set(book.chapter_parameters(md)) & config.FIELD_NAMES
         assert not shadowed, (md.name, shadowed)
