@@ -9,8 +9,9 @@
 Subcommands live in ``COMMANDS`` (name -> function taking the parsed arguments), so other
 benchmarks can be added beside ``scan``.
 
-``scan`` times the project's CPU selective scan (``selective_scan_cpu``) against mamba-ssm's
-reference structure (``selective_scan_ref``: discretise every step into [b, d, L, n] tensors,
+``scan`` times the project's CPU selective scan (``selective_scan_cpu``: the compiled kernel
+where it builds, column ``ours``) against the torch chunked scan it falls back to
+(``torch_scan``), against mamba-ssm's reference structure (``selective_scan_ref``: discretise every step into [b, d, L, n] tensors,
 then index time steps) and against a plain autograd loop over ``unbind()`` time slices (``unbind_loop``), in one process, at batch 8, dim 256, state 16, with D, z, delta_bias and
 softplus (what BiMamba passes). For each length and pass (forward; forward+backward of
 sum(y * w)) it reports
@@ -82,7 +83,13 @@ def unbind_loop(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softpl
     return y * F.silu(z) if z is not None else y
 
 
-IMPLEMENTATIONS = {"ours": scan.selective_scan_cpu, "unbind": unbind_loop, "ref": scan.selective_scan_ref}
+def torch_scan(**kw):
+    """The torch chunked scan (``scan._SelectiveScan``), the CPU path where no kernel builds."""
+    return scan.selective_scan_cpu(**kw, implementation="torch")
+
+
+IMPLEMENTATIONS = {"ours": scan.selective_scan_cpu, "torch_scan": torch_scan, "unbind": unbind_loop,
+                   "ref": scan.selective_scan_ref}
 
 
 def _status_mb(field: str) -> float:
@@ -209,10 +216,12 @@ def scan_benchmark(lengths=(256, 1024, 4096), repeats: int = 3, threads: int = 2
                     row[f"{name}_s"] = res[name]["s"] if name in res else float("nan")
                 row["x_vs_ref"] = row["ref_s"] / row["ours_s"]
                 row["x_vs_unbind"] = row["unbind_s"] / row["ours_s"]
+                row["x_vs_torch_scan"] = row["torch_scan_s"] / row["ours_s"]
                 for name in IMPLEMENTATIONS:
                     row[f"{name}_peak_mb"] = res[name]["mb"] if name in res else float("nan")
                 row["err_y"] = float((res["ours"]["y"] - y_ref).abs().max())
                 row["err_y_unbind"] = float((res["unbind"]["y"] - y_ref).abs().max())
+                row["err_y_torch_scan"] = float((res["torch_scan"]["y"] - y_ref).abs().max())
                 if backward:
                     row["grad_truth"] = "ref" if "ref" in res else "unbind"
                     for k in SCAN_INPUTS:
@@ -226,7 +235,7 @@ def scan_benchmark(lengths=(256, 1024, 4096), repeats: int = 3, threads: int = 2
                 rows.append(row)
         frame = pd.DataFrame(rows)
         frame.attrs.update({
-            "threads": threads, "torch": torch.__version__, "machine": _machine(),
+            "threads": threads, "torch": torch.__version__, "machine": _machine(), "ours": scan.backend("cpu"),
             "exp_per_s_warm": exp_warm, "exp_per_s_fresh": exp_fresh,
             "shape": {"batch": batch, "dim": dim, "state": state},
             "peak_memory": "growth of peak RSS over RSS before the call (malloc_trim, then VmHWM reset via /proc/self/clear_refs)",
@@ -253,11 +262,13 @@ def print_scan_table(frame) -> None:
     a = frame.attrs
     print(f"selective scan, batch {a['shape']['batch']}, dim {a['shape']['dim']}, state {a['shape']['state']}; "
           f"{a['machine']}; torch {a['torch']}")
+    print(f"ours = {a['ours']}; torch_scan = the torch chunked scan")
     print(f"torch.exp: {a['exp_per_s_warm'] / 1e9:.2f} G/s warm in cache, "
           f"{a['exp_per_s_fresh'] / 1e9:.2f} G/s into a fresh tensor; peak memory = {a['peak_memory']}")
-    main = ["length", "pass", "ours_s", "unbind_s", "ref_s", "x_vs_ref", "x_vs_unbind", "ours_peak_mb",
+    main = ["length", "pass", "ours_s", "torch_scan_s", "unbind_s", "ref_s", "x_vs_ref", "x_vs_torch_scan",
+            "x_vs_unbind", "ours_peak_mb", "torch_scan_peak_mb",
             "unbind_peak_mb", "ref_peak_mb", "GB_per_s", "copy_GB_per_s", "x_copy_bound", "exp_bound_s", "x_exp_bound"]
-    errs = ["length", "pass", "err_y", "err_y_unbind"] + [c for c in frame.columns if c.startswith("err_d")] + \
+    errs = ["length", "pass", "err_y", "err_y_torch_scan", "err_y_unbind"] + [c for c in frame.columns if c.startswith("err_d")] + \
         (["grad_truth"] if "grad_truth" in frame else [])
     with pd.option_context("display.width", 250, "display.max_columns", 40, "display.precision", 3):
         print(frame[main].to_string(index=False))

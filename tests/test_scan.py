@@ -7,7 +7,19 @@ import sys
 import pytest
 import torch
 
-from analysis.models import scan
+from analysis.models import scan, scan_kernel
+
+
+@pytest.fixture(params=["kernel", "torch"])
+def impl(request, monkeypatch):
+    """Run a test on each CPU implementation: the compiled kernel and the torch chunked scan."""
+    if request.param == "kernel":
+        if scan_kernel.library() is None:
+            pytest.skip(f"no compiled kernel here: {scan_kernel.why()}")
+        monkeypatch.setattr(scan, "cpu_function", lambda: scan_kernel.KernelScan)
+    else:
+        monkeypatch.setattr(scan, "cpu_function", lambda: scan._SelectiveScan)
+    return request.param
 
 
 def _inputs(b, d, n, L, groups=None, seed=0, dtype=torch.float32):
@@ -41,7 +53,7 @@ def _chunks_of(monkeypatch, steps, b, d, n):
 @pytest.mark.parametrize("groups", [None, 2])
 @pytest.mark.parametrize("extras", [("D", "z", "delta_bias"), ()])
 @pytest.mark.parametrize("softplus,last", [(True, False), (False, True)])
-def test_matches_reference_outputs_and_gradients(monkeypatch, shape, groups, extras, softplus, last):
+def test_matches_reference_outputs_and_gradients(monkeypatch, impl, shape, groups, extras, softplus, last):
     b, d, n, L = shape
     _chunks_of(monkeypatch, 5, b, d, n)  # 7 = 5 + 2, 70 = 14 x 5, 130 = 26 x 5
     kw = _inputs(b, d, n, L, groups)
@@ -57,7 +69,7 @@ def test_matches_reference_outputs_and_gradients(monkeypatch, shape, groups, ext
 
 
 @pytest.mark.parametrize("chunk", [4, 9])
-def test_gradcheck_float64(monkeypatch, chunk):
+def test_gradcheck_float64(monkeypatch, impl, chunk):
     _chunks_of(monkeypatch, chunk, 1, 4, 2)  # L = 9: chunks 4 + 4 + 1, or one chunk
     kw = _inputs(1, 4, 2, 9, groups=2, dtype=torch.float64)
     names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -80,7 +92,7 @@ def test_chunk_length_does_not_change_the_result(monkeypatch):
     assert torch.allclose(ys[0], ys[1], atol=1e-6) and torch.allclose(ys[0], ys[2], atol=1e-6)
 
 
-def test_B_and_C_with_different_groupings(monkeypatch):
+def test_B_and_C_with_different_groupings(monkeypatch, impl):
     _chunks_of(monkeypatch, 4, 2, 8, 3)
     g = torch.Generator().manual_seed(1)
     kw = _inputs(2, 8, 3, 10)
@@ -98,7 +110,7 @@ def _assert_matches(y, y_ref, grads, g_ref):
         assert torch.allclose(grads[k], g_ref[k], rtol=1e-4, atol=1e-4), k
 
 
-def test_hand_worked_scan():
+def test_hand_worked_scan(impl):
     """One channel, one state, A = -log 2, delta = 1 (no softplus): x_t = x_{t-1} / 2 + u_t B_t."""
     u = torch.tensor([[[1.0, 2.0, 4.0]]])
     y, last = scan.selective_scan_cpu(u, torch.ones(1, 1, 3), -torch.full((1, 1), math.log(2.0)),
@@ -109,7 +121,7 @@ def test_hand_worked_scan():
     assert torch.allclose(last, torch.tensor([[[5.25]]]))
 
 
-def test_bfloat16_inputs_accumulate_in_float32():
+def test_bfloat16_inputs_accumulate_in_float32(impl):
     kw = {k: v.to(torch.bfloat16) for k, v in _inputs(2, 4, 3, 40).items()}
     y = scan.selective_scan_cpu(**kw, delta_softplus=True)
     assert y.dtype == torch.bfloat16
@@ -118,14 +130,14 @@ def test_bfloat16_inputs_accumulate_in_float32():
 
 
 @pytest.mark.parametrize("L", [0, 1])
-def test_short_sequences(L):
+def test_short_sequences(impl, L):
     kw = _inputs(2, 3, 2, L)
     y = scan.selective_scan_cpu(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], kw["D"])
     assert y.shape == (2, 3, L)
     assert torch.allclose(y, scan.selective_scan_ref(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], kw["D"]), atol=1e-6)
 
 
-def test_non_contiguous_inputs(monkeypatch):
+def test_non_contiguous_inputs(monkeypatch, impl):
     """u, delta, z laid out [b, L, d] in memory (as Mamba's in_proj gives them), B a strided view."""
     _chunks_of(monkeypatch, 4, 2, 4, 3)
     kw = _inputs(2, 4, 3, 11)
@@ -141,7 +153,7 @@ def test_non_contiguous_inputs(monkeypatch):
     _assert_matches(y, y_ref, grads, g_ref)
 
 
-def test_inputs_are_never_modified():
+def test_inputs_are_never_modified(impl):
     """Batch 1 in [b, L, d] memory makes time chunks contiguous views of the inputs themselves."""
     kw = _inputs(1, 4, 3, 9)
     for k in ("u", "delta", "z"):
@@ -184,15 +196,64 @@ def test_bad_dtypes_and_devices_name_the_argument(arg, bad, error, match):
         scan.selective_scan(**kw)
 
 
-def test_backend_says_why():
-    assert scan.backend("cpu") == "CPU path: tensors on cpu, not CUDA"
+def test_backend_says_why(monkeypatch):
+    monkeypatch.setattr(scan_kernel, "library", lambda: object())
+    assert scan.backend("cpu") == "CPU path, compiled kernel (analysis/models/scan_kernel.c): tensors on cpu, not CUDA"
+    monkeypatch.setattr(scan_kernel, "library", lambda: None)
+    monkeypatch.setattr(scan_kernel, "why", lambda: "no C compiler")
+    assert scan.backend("cpu") == "CPU path, torch chunked scan, because no C compiler: tensors on cpu, not CUDA"
+
+
+def test_kernel_build_failure_falls_back_to_torch_with_the_reason(cache_dir, monkeypatch):
+    monkeypatch.setattr(scan_kernel, "_STATE", {"checked": False, "lib": None, "why": ""})
+    monkeypatch.setenv("CC", "false")     # a compiler that always fails, in an empty cache
+    assert scan_kernel.library() is None
+    assert scan_kernel.why().startswith("the compiled kernel is unavailable (RuntimeError: false failed")
+    assert scan.cpu_function() is scan._SelectiveScan
+    kw = _inputs(2, 4, 3, 9)
+    assert torch.allclose(scan.selective_scan_cpu(**kw), scan.selective_scan_ref(**kw), atol=1e-5)
+
+
+def test_implementation_can_be_forced(monkeypatch):
+    kw = _inputs(2, 4, 3, 9)
+    ref = scan.selective_scan_ref(**kw)
+    assert torch.allclose(scan.selective_scan_cpu(**kw, implementation="torch"), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="implementation must be"):
+        scan.selective_scan_cpu(**kw, implementation="cuda")
+    monkeypatch.setattr(scan_kernel, "library", lambda: None)
+    monkeypatch.setattr(scan_kernel, "why", lambda: "no C compiler")
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        scan.selective_scan_cpu(**kw, implementation="kernel")
+
+
+def test_kernel_can_be_switched_off(monkeypatch):
+    monkeypatch.setattr(scan_kernel, "_STATE", {"checked": False, "lib": None, "why": ""})
+    monkeypatch.setenv("ANALYSIS_SCAN_KERNEL", "0")
+    assert scan_kernel.library() is None and "ANALYSIS_SCAN_KERNEL=0" in scan_kernel.why()
+
+
+def test_kernel_split_over_threads_matches_one_thread():
+    """Rows (forward) and batches (backward) split over threads, with per-thread dA, dD and
+    delta_bias accumulators summed: the result equals the one-thread run."""
+    if scan_kernel.library() is None:
+        pytest.skip(f"no compiled kernel here: {scan_kernel.why()}")
+    kw = _inputs(3, 8, 4, 17, groups=2)
+    opts = {"use": tuple(kw), "softplus": True, "last": True}
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        results.append(_run(scan.selective_scan_cpu, kw, opts))
+    (y1, l1, g1), (y2, l2, g2) = results
+    assert torch.allclose(y1, y2, atol=1e-6) and torch.allclose(l1, l2, atol=1e-6)
+    for k in g1:
+        assert torch.allclose(g1[k], g2[k], rtol=1e-5, atol=1e-6), k
 
 
 def test_mamba_import_failure_is_explained_and_cached(monkeypatch):
     monkeypatch.setitem(sys.modules, "mamba_ssm", None)   # makes `import mamba_ssm...` raise ImportError
     monkeypatch.setattr(scan, "_MAMBA", {"checked": False, "fn": None, "why": ""})
     first = scan.backend("cuda")
-    assert first.startswith("CPU path: mamba_ssm not importable (ModuleNotFoundError")
+    assert first.startswith("CPU path, ") and "mamba_ssm not importable (ModuleNotFoundError" in first
     monkeypatch.delitem(sys.modules, "mamba_ssm")         # a second call must not retry the import
     assert scan.backend("cuda") == first
 
@@ -223,10 +284,11 @@ def test_benchmark_reports_every_figure_on_a_tiny_shape():
 
     frame = bench.scan_benchmark(lengths=(12,), repeats=1, threads=1, batch=2, dim=8, state=4, ref_backward_max=12)
     assert list(frame["pass"]) == ["forward", "forward+backward"]
-    for column in ("ours_s", "unbind_s", "ref_s", "x_vs_ref", "x_vs_unbind", "ours_peak_mb", "GB_per_s",
-                   "copy_GB_per_s", "exp_bound_s", "x_exp_bound"):
+    for column in ("ours_s", "torch_scan_s", "unbind_s", "ref_s", "x_vs_ref", "x_vs_torch_scan", "x_vs_unbind",
+                   "ours_peak_mb", "GB_per_s", "copy_GB_per_s", "exp_bound_s", "x_exp_bound"):
         assert frame[column].notna().all() and (frame[column] >= 0).all(), column
     assert (frame["err_y"] < 1e-5).all() and (frame["err_y_unbind"] < 1e-5).all()
+    assert (frame["err_y_torch_scan"] < 1e-5).all()
     backward = frame.iloc[1]
     assert backward["grad_truth"] == "ref"
     for k in bench.SCAN_INPUTS:

@@ -14,10 +14,12 @@ mamba-ssm's fused kernel; everything else runs the project's CPU path. mamba_ssm
 lazily, on the first CUDA call, never at module import (it cannot be installed against a CPU
 torch); an import failure is remembered and logged once.
 
-The CPU path (``selective_scan_cpu``) is one ``torch.autograd.Function`` chunked over time: per
-chunk a few vectorised ops, one in-place ``addcmul_`` per time step, a hand-written
+The CPU path (``selective_scan_cpu``) runs a compiled C kernel (``scan_kernel``: one
+(batch, channel) row at a time, states in registers, vectorised exp) when the machine's C
+compiler builds it, and otherwise ``_SelectiveScan``, one ``torch.autograd.Function`` chunked
+over time: per chunk a few vectorised ops, one in-place ``addcmul_`` per time step, a hand-written
 reverse-time backward that recomputes states from one saved state per chunk, so memory stays
-O(batch * dim * state) beyond inputs and outputs. It computes in float32 for bfloat16/float16
+O(batch * dim * state) beyond inputs and outputs. Both compute in float32 for bfloat16/float16
 inputs (float64 stays float64). Limits: real A, B, C only (complex A raises), B and C must vary
 with batch and time ([batch, state, length] or grouped), as in Mamba; mamba-ssm's constant
 [dim, state] B or C is not supported. ``selective_scan_ref`` is mamba-ssm's reference structure,
@@ -30,6 +32,9 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from . import scan_kernel
+from .scan_kernel import KernelScan
 
 log = logging.getLogger(__name__)
 _MAMBA = {"checked": False, "fn": None, "why": ""}
@@ -50,10 +55,12 @@ def _mamba_fn():
 def backend(device: str | torch.device = "cpu") -> str:
     """Which implementation ``selective_scan`` runs for tensors on ``device``, and why."""
     device = torch.device(device)
+    cpu = ("compiled kernel (analysis/models/scan_kernel.c)" if scan_kernel.library() is not None
+           else f"torch chunked scan, because {scan_kernel.why()}")
     if device.type != "cuda":
-        return f"CPU path: tensors on {device.type}, not CUDA"
+        return f"CPU path, {cpu}: tensors on {device.type}, not CUDA"
     if _mamba_fn() is None:
-        return f"CPU path: {_MAMBA['why']}"
+        return f"CPU path, {cpu}: {_MAMBA['why']}"
     return "mamba-ssm CUDA kernel (selective_scan_fn)"
 
 
@@ -320,20 +327,33 @@ def _groups_of(B: torch.Tensor, groups: int, acc: torch.dtype) -> torch.Tensor:
     return B if B.shape[1] == groups else B.repeat_interleave(groups // B.shape[1], dim=1)
 
 
+def cpu_function():
+    """The autograd Function of the CPU path: the compiled kernel (``scan_kernel``) where it
+    builds, else the torch chunked scan ``_SelectiveScan``. Both compute the same scan."""
+    return KernelScan if scan_kernel.library() is not None else _SelectiveScan
+
+
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       return_last_state=False):
-    """The CPU path: ``_SelectiveScan``, fused (bias, softplus, scan, D skip, z gate) and chunked
-    over time, with a hand-written reverse-time backward that recomputes states. Accumulates in
+                       return_last_state=False, *, implementation: str | None = None):
+    """The CPU path (``cpu_function()``: the compiled kernel, or the torch scan ``_SelectiveScan``),
+    fused (bias, softplus, scan, D skip, z gate), with a hand-written reverse-time backward
+    that recomputes states. Accumulates in
     float32 for lower-precision inputs (float64 stays float64) and returns u's dtype. B and C
-    with different group counts are both expanded to the finer grouping."""
+    with different group counts are both expanded to the finer grouping. ``implementation``
+    ("kernel" or "torch") forces one (for benchmarks); "kernel" raises if it is unavailable."""
     _check(u, delta, A, B, C, D, z, delta_bias)
+    if implementation not in (None, "kernel", "torch"):
+        raise ValueError(f"implementation must be None, 'kernel' or 'torch', got {implementation!r}")
+    if implementation == "kernel" and scan_kernel.library() is None:
+        raise RuntimeError(scan_kernel.why())
+    function = {None: cpu_function(), "kernel": KernelScan, "torch": _SelectiveScan}[implementation]
     dtype_in = u.dtype
     acc = torch.promote_types(dtype_in, torch.float32)
     gB = B.shape[1] if B.dim() == 4 else 1
     gC = C.shape[1] if C.dim() == 4 else 1
     groups = gB * gC // math.gcd(gB, gC)
     cast = lambda t: None if t is None else t.to(acc)
-    out, last = _SelectiveScan.apply(cast(u), cast(delta), cast(A), _groups_of(B, groups, acc),
+    out, last = function.apply(cast(u), cast(delta), cast(A), _groups_of(B, groups, acc),
                                      _groups_of(C, groups, acc), cast(D), cast(z), cast(delta_bias),
                                      bool(delta_softplus))
     out = out.to(dtype_in)
