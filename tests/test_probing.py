@@ -1,4 +1,5 @@
-"""DirectProbe on layouts with known answers, and the LP against brute force."""
+"""DirectProbe on layouts with known answers, the LP against brute force, and probing layers
+in worker processes (identical rows to the sequential loop)."""
 import itertools
 
 import numpy as np
@@ -132,3 +133,79 @@ def test_a_failing_lp_solver_falls_back_then_fails_clearly(monkeypatch):
     monkeypatch.setattr(dp, "linprog", lambda *a, method, **k: SimpleNamespace(status=4, message="broken"))
     with pytest.raises(RuntimeError, match="separability LP failed.*highs-ds: broken; highs-ipm: broken; highs: broken"):
         dp.separable(P, Q)
+
+
+def _synthetic_probe_data(n_functions=14, n_tokens=10, n_layers=3, d=5, seed=0):
+    """A ProbeData-like task (concat pairs, two labels tied to the states, a few token texts)
+    and per-function states [layers, tokens, d]."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    rng = np.random.default_rng(seed)
+    states = [rng.normal(size=(n_layers, n_tokens, d)).astype(np.float32) for _ in range(n_functions)]
+    functions = [SimpleNamespace(tokens=[SimpleNamespace(text=f"t{rng.integers(0, 6)}") for _ in range(n_tokens)])
+                 for _ in range(n_functions)]
+    rows = []
+    for f in range(n_functions):
+        for _ in range(6):
+            i, j = rng.choice(n_tokens, size=2, replace=False)
+            label = int(states[f][-1, i, 0] + 0.5 * rng.normal() > states[f][-1, j, 0])
+            rows.append({"function": f, "i": int(i), "j": int(j), "label": label,
+                         "split": "test" if f >= n_functions - 4 else "train"})
+    pairs = pd.DataFrame(rows)
+    data = SimpleNamespace(task="synthetic", pair_mode="concat", functions=functions, pairs=pairs,
+                           split=lambda name: pairs[pairs["split"] == name])
+    return data, states
+
+
+def test_probe_layers_in_worker_processes_equal_the_sequential_loop(monkeypatch):
+    import concurrent.futures
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from analysis.probing import experiment as ex
+    data, states = _synthetic_probe_data()
+    cfg = SimpleNamespace(probe_max_train_points=40, seed=0)
+    pools = []
+
+    class SpyPool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, *args, **kw):
+            pools.append(kw["mp_context"].get_start_method())
+            super().__init__(*args, **kw)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", SpyPool)
+    monkeypatch.setattr(ex, "_POOL", {"pool": None, "workers": 0, "atexit": True})
+    runs = {}
+    try:
+        for workers in ("1", "2", "2again"):
+            monkeypatch.setenv("ANALYSIS_PROBE_WORKERS", workers[0])
+            df = pd.DataFrame(ex._probe_layers(data, states, [0, 1, 2], cfg, progress=False))
+            runs[workers] = df[df["metric"] != "seconds"].reset_index(drop=True)
+        assert pools == ["spawn"]  # one pool, started by the first 2-worker run and kept
+        assert runs["1"]["layer"].tolist() == sorted(runs["1"]["layer"].tolist())
+        assert len(runs["1"]) == 3 * 10 and runs["1"]["value"].notna().all()
+        assert runs["2"].equals(runs["1"]) and runs["2again"].equals(runs["1"])
+        one = ex._probe_layers(data, [s[:1] for s in states], [0], cfg, progress=False)
+        assert [r for r in one if r["metric"] != "seconds"] == runs["1"][runs["1"]["layer"] == 0].to_dict("records")
+    finally:
+        if ex._POOL["pool"] is not None:
+            ex._POOL["pool"].shutdown()
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", ""])
+def test_probe_workers_must_be_a_positive_integer(monkeypatch, value):
+    from analysis.probing.experiment import probe_workers
+    monkeypatch.setenv("ANALYSIS_PROBE_WORKERS", value)
+    with pytest.raises(ValueError, match="ANALYSIS_PROBE_WORKERS must be a positive integer"):
+        probe_workers()
+
+
+def test_probe_workers_default_and_override(monkeypatch):
+    import os
+
+    from analysis.probing.experiment import probe_workers
+    monkeypatch.delenv("ANALYSIS_PROBE_WORKERS", raising=False)
+    assert probe_workers() == min(2, os.cpu_count() or 1)
+    monkeypatch.setenv("ANALYSIS_PROBE_WORKERS", "3")
+    assert probe_workers() == 3
