@@ -176,6 +176,28 @@ def test_rocoder_sinusoidal_table_is_transformers_table_exactly(n_pos, dim):
     assert torch.equal(module.create_weight(), rocoder.sinusoidal_table(n_pos, dim))
 
 
+def test_rocoder_sdpa_attention_equals_transformers_eager_attention(monkeypatch):
+    """The scaled_dot_product_attention path gives RoFormer's eager results on a padded batch,
+    every layer, and output_attentions still returns the eager probabilities."""
+    from transformers.models.roformer import modeling_roformer
+
+    from analysis.models import rocoder
+    torch.manual_seed(0)
+    net = rocoder.build_rocoder(rocoder.rocoder_config(100, 32, 2, 4, 64)).eval()
+    ids = torch.randint(5, 100, (3, 40))
+    mask = torch.ones_like(ids)
+    mask[1, 25:], mask[2, 10:] = 0, 0
+    with torch.no_grad():
+        fast = net(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        probs = net(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+        monkeypatch.setattr(modeling_roformer.RoFormerSelfAttention, "forward", rocoder._eager_self_attention)
+        eager = net(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    for a, b in zip(fast, eager):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert len(probs) == 2 and probs[0].shape == (3, 4, 40, 40)
+    assert torch.allclose(probs[0].sum(-1), torch.ones(3, 4, 40))
+
+
 def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
     from analysis.models import check_checkpoint
     build("codessm", SMOKE, VOCAB).save_pretrained(tmp_path)

@@ -1,6 +1,11 @@
 """RoCoder: a Transformer encoder with rotary position embeddings (Su et al., RoFormer),
 built from ``transformers``' RoFormer classes at CodeSSM's width, depth and vocabulary,
-with the feed-forward size chosen so the parameter counts agree (within 10%)."""
+with the feed-forward size chosen so the parameter counts agree (within 10%).
+
+Two patches of transformers' RoFormer, applied on import, change no result: the sinusoidal
+table is built vectorised (``sinusoidal_table``), and encoder self-attention runs through
+``torch.nn.functional.scaled_dot_product_attention`` (``_sdpa_self_attention``, equal to the
+eager code within float32 round-off, tested)."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,3 +50,32 @@ def _create_weight(self) -> torch.Tensor:
 
 _slow_create_weight = modeling_roformer.RoFormerSinusoidalPositionalEmbedding.create_weight
 modeling_roformer.RoFormerSinusoidalPositionalEmbedding.create_weight = _create_weight
+
+
+def _sdpa_self_attention(self, hidden_states, attention_mask=None, sinusoidal_pos=None,
+                         encoder_hidden_states=None, past_key_values=None, output_attentions=False, **kwargs):
+    """RoFormer's encoder self-attention through ``F.scaled_dot_product_attention``:
+    softmax(q k^T / sqrt(d_head) + mask) v with q, k rotated, the same function as
+    transformers' eager code (which materialises the [batch, heads, L, L] scores and
+    probabilities; on long functions it made RoCoder's long-context evaluation 6x slower
+    than CodeSSM's). Cross-attention, caches and ``output_attentions`` keep the eager code."""
+    if encoder_hidden_states is not None or past_key_values is not None or output_attentions:
+        return _eager_self_attention(self, hidden_states, attention_mask, sinusoidal_pos, encoder_hidden_states,
+                                     past_key_values, output_attentions, **kwargs)
+    shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
+    q, k, v = (proj(hidden_states).view(shape).transpose(1, 2) for proj in (self.query, self.key, self.value))
+    if sinusoidal_pos is not None:
+        if self.rotary_value:
+            q, k, v = self.apply_rotary_position_embeddings(sinusoidal_pos, q, k, v)
+        else:
+            q, k = self.apply_rotary_position_embeddings(sinusoidal_pos, q, k)
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(q.dtype)
+    context = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=attention_mask, dropout_p=self.dropout.p if self.training else 0.0)
+    context = context.transpose(1, 2).reshape(*hidden_states.shape[:-1], self.all_head_size)
+    return context, None
+
+
+_eager_self_attention = modeling_roformer.RoFormerSelfAttention.forward
+modeling_roformer.RoFormerSelfAttention.forward = _sdpa_self_attention
