@@ -14,9 +14,9 @@ mamba-ssm's fused kernel; everything else runs the project's CPU path. mamba_ssm
 lazily, on the first CUDA call, never at module import (it cannot be installed against a CPU
 torch); an import failure is remembered and logged once.
 
-The CPU path (``selective_scan_cpu``) runs a compiled C kernel (``scan_kernel``: one
-(batch, channel) row at a time, states in registers, vectorised exp) when the machine's C
-compiler builds it, and otherwise ``_SelectiveScan``, one ``torch.autograd.Function`` chunked
+The CPU path (``selective_scan_cpu``) runs a compiled C kernel (``scan_kernel``: one batch and
+a block of 16 channels at a time, the block's states in a small buffer, loops over channels
+vectorised, exp included) when the machine's C compiler builds it, and otherwise ``_SelectiveScan``, one ``torch.autograd.Function`` chunked
 over time: per chunk a few vectorised ops, one in-place ``addcmul_`` per time step, a hand-written
 reverse-time backward that recomputes states from one saved state per chunk, so memory stays
 O(batch * dim * state) beyond inputs and outputs. Both compute in float32 for bfloat16/float16
@@ -337,8 +337,8 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
                        return_last_state=False, *, implementation: str | None = None):
     """The CPU path (``cpu_function()``: the compiled kernel, or the torch scan ``_SelectiveScan``),
     fused (bias, softplus, scan, D skip, z gate), with a hand-written reverse-time backward
-    that recomputes states. Accumulates in
-    float32 for lower-precision inputs (float64 stays float64) and returns u's dtype. B and C
+    that recomputes states. Accumulates in float32 for lower-precision inputs (float64 stays
+    float64) and returns u's dtype. B and C
     with different group counts are both expanded to the finer grouping. ``implementation``
     ("kernel" or "torch") forces one (for benchmarks); "kernel" raises if it is unavailable."""
     _check(u, delta, A, B, C, D, z, delta_bias)
@@ -354,8 +354,8 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     groups = gB * gC // math.gcd(gB, gC)
     cast = lambda t: None if t is None else t.to(acc)
     out, last = function.apply(cast(u), cast(delta), cast(A), _groups_of(B, groups, acc),
-                                     _groups_of(C, groups, acc), cast(D), cast(z), cast(delta_bias),
-                                     bool(delta_softplus))
+                               _groups_of(C, groups, acc), cast(D), cast(z), cast(delta_bias),
+                               bool(delta_softplus))
     out = out.to(dtype_in)
     return (out, last) if return_last_state else out
 

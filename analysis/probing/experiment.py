@@ -170,7 +170,7 @@ def _worker_pool(workers: int):
     if pool is None:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_one_thread_worker)
-        if _POOL["pool"] is None and not _POOL.get("atexit"):
+        if not _POOL.get("atexit"):
             atexit.register(lambda: _POOL["pool"] is not None and _POOL["pool"].shutdown(cancel_futures=True))
             _POOL["atexit"] = True
         _POOL.update(pool=pool, workers=workers)
