@@ -133,7 +133,7 @@ def _run(calls) -> None:
         with ThreadPoolExecutor(len(calls)) as pool:
             codes = list(pool.map(lambda f: f(), calls))
     if any(codes):
-        raise MemoryError("the selective scan kernel could not allocate its row buffer")
+        raise MemoryError("the selective scan kernel could not allocate its block buffer")
 
 
 class KernelScan(torch.autograd.Function):
@@ -153,6 +153,7 @@ class KernelScan(torch.autograd.Function):
         u_, delta_, z_ = channels_last(u), channels_last(delta), channels_last(z)
         At = A.t().contiguous()
         Bt, Ct = B.transpose(2, 3).contiguous(), C.transpose(2, 3).contiguous()   # [b, G, L, n]
+        D, delta_bias = (None if t is None else t.contiguous() for t in (D, delta_bias))  # read as flat [d]
         out, last = u.new_empty(b, L, d), u.new_empty(b, d, n)
         units = b * G * -(-(d // G) // lib.scan_block_width())
         ins = [_ptr(t) for t in (u_, delta_, At, Bt, Ct, D, z_, delta_bias)]
