@@ -206,3 +206,24 @@ def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-100])  # the data cut short, the header intact
     with pytest.raises(Exception, match="(?i)safetensors|header|invalid|incomplete"):
         check_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["codessm", "rocoder", "bimamba"])
+def test_encoder_states_skip_the_head_and_equal_the_full_forward(name):
+    """The head-free path gives exactly the hidden states of the full masked-LM forward, on a
+    padded batch, and its MLM loss path refuses to run without the head."""
+    from analysis.models import encoder_states
+
+    model = build(name, SMOKE, VOCAB).eval()
+    ids = _ids(2, 12, seed=5)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        bare = encoder_states(model, ids, mask)
+    assert len(bare) == len(full) == SMOKE.n_layers + 1
+    for a, b in zip(full, bare):
+        assert torch.equal(a, b)
+    if name != "rocoder":
+        with pytest.raises(ValueError, match="LM head"):
+            model(input_ids=ids, labels=ids, lm_head=False)

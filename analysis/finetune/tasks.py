@@ -1,7 +1,7 @@
 """The three fine-tuning tasks as losses and evaluations over any encoder.
 
 An *encoder* here is any of the project's masked-LM models: ``encode(model, ids, mask)``
-returns its last hidden layer ``[batch, length, dim]`` (``output_hidden_states``), so the
+returns its last hidden layer ``[batch, length, dim]`` (``models.encoder_states``), so the
 same code serves CodeSSM, RoCoder and BiMamba.
 
 NL code search (and long-context retrieval) is a bi-encoder with one shared encoder:
@@ -23,13 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import encoder_states
+
 IGNORE = -100
 
 
 def encode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Last hidden layer of ``model``: [batch, length, dim]."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-    return out.hidden_states[-1]
+    """Last hidden layer of ``model``: [batch, length, dim] (its LM head is not run)."""
+    return encoder_states(model, input_ids, attention_mask)[-1]
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The models: CodeSSM (BiGS, S4D kernels), RoCoder (rotary Transformer), BiMamba (selective).
 
-``load()`` and ``hidden_states()`` are the only doors the rest of the project uses. Every
+``load()``, ``hidden_states()`` and ``encoder_states()`` are the only doors the rest of the project uses. Every
 model is a Hugging Face ``PreTrainedModel`` (registered with the Auto classes), so
 ``save_pretrained`` / ``from_pretrained(dir)`` round-trip exactly.
 
@@ -131,6 +131,18 @@ def load(name_or_path: str, cfg=None, pretrained: bool = True, seed: int | None 
     return build(name_or_path, cfg, len(tokenizer), tokenizer.pad_token_id, seed).eval(), tokenizer
 
 
+def encoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The masked-LM model's hidden states without its LM head: (embeddings, layer 1, ...,
+    last layer), each [batch, length, dim], equal to ``model(..., output_hidden_states=True)
+    .hidden_states``. Fine-tuning and probing use only these, and the head (a d x vocabulary
+    projection per token) would cost them about a tenth of every step."""
+    base = model.base_model
+    if base is not model:  # a transformers MaskedLM wrapper (RoCoder): run its encoder alone
+        return base(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states
+    return model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                 lm_head=False).hidden_states
+
+
 @torch.no_grad()
 def hidden_states(model, tokenizer, functions, layers=None, batch_size: int = 8,
                   progress: bool = True) -> list[np.ndarray]:
@@ -149,8 +161,7 @@ def hidden_states(model, tokenizer, functions, layers=None, batch_size: int = 8,
         idx = order[s:s + batch_size]
         enc = tokenizer([functions[i].code for i in idx], padding=True, return_offsets_mapping=True,
                         return_tensors="pt")
-        res = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_hidden_states=True)
-        states = torch.stack(res.hidden_states, 1)                     # [b, layers+1, L, d]
+        states = torch.stack(encoder_states(model, enc["input_ids"], enc["attention_mask"]), 1)                     # [b, layers+1, L, d]
         if layers is not None:
             states = states[:, list(layers)]
         for k, i in enumerate(idx):

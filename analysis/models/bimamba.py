@@ -119,8 +119,8 @@ class BiMambaForMaskedLM(BiMambaPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
-                return_dict=True, **kwargs):
-        return masked_lm_forward(self, input_ids, attention_mask, labels, output_hidden_states)
+                return_dict=True, lm_head=True, **kwargs):
+        return masked_lm_forward(self, input_ids, attention_mask, labels, output_hidden_states, lm_head)
 
     @torch.no_grad()
     def scan_inputs(self, input_ids, attention_mask=None) -> list[dict]:

@@ -96,10 +96,12 @@ class BiGSLayer(nn.Module):
         return x + self.dropout(self.W_o(v * self.W_z(F.gelu(y_f * y_b))))
 
 
-def masked_lm_forward(model, input_ids, attention_mask=None, labels=None, output_hidden_states=False):
+def masked_lm_forward(model, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
+                      lm_head=True):
     """The encoder stack shared by CodeSSM and BiMamba: embeddings (no positions), residual
     layers ``layer(x, mask, lengths)`` with padding zeroed after each, final LayerNorm, LM head.
-    input_ids: [batch, length]."""
+    ``lm_head=False`` stops after the layers (``logits`` is None): the path of callers that
+    want only hidden states. input_ids: [batch, length]."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     mask = attention_mask[..., None].to(model.embeddings.weight.dtype)
@@ -109,6 +111,10 @@ def masked_lm_forward(model, input_ids, attention_mask=None, labels=None, output
     for layer in model.layers:
         x = layer(x, mask, lengths) * mask
         states.append(x)
+    if not lm_head:
+        if labels is not None:
+            raise ValueError("labels need the LM head (lm_head=True)")
+        return MaskedLMOutput(hidden_states=tuple(states) if output_hidden_states else None)
     logits = model.lm_head(model.final_norm(x))
     loss = None
     if labels is not None:
@@ -161,8 +167,8 @@ class CodeSSMForMaskedLM(CodeSSMPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
-                return_dict=True, **kwargs):
-        return masked_lm_forward(self, input_ids, attention_mask, labels, output_hidden_states)
+                return_dict=True, lm_head=True, **kwargs):
+        return masked_lm_forward(self, input_ids, attention_mask, labels, output_hidden_states, lm_head)
 
     def discrete_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(dA, C dB): complex [layers, directions (forward, backward), n_kernels, M]."""
