@@ -64,3 +64,26 @@ def test_each_seed_is_its_own_run():
     # the profile's seed (which draws the corpus) and the run's seed are different fields
     assert finetune_key("codessm", "search", cfg, 5, True)["finetune_seed"] == 5
     assert finetune_key("codessm", "search", cfg, 5, True)["seed"] == cfg.seed
+
+
+@pytest.mark.slow
+def test_runs_in_worker_processes_equal_runs_in_process(monkeypatch):
+    """``scores`` trains and scores uncached runs in worker processes: with one thread per
+    process either way, the rows are exactly those of the in-process loop, in the same order."""
+    import shutil
+
+    from analysis.cache import artifact_dir
+    from analysis.finetune.experiment import EVAL_VERSION, FT_RUN_VERSION, _scores_key, finetune_key, scores
+    cfg = config.profile("smoke", finetune_steps=3, finetune_lr=1.25e-3)  # keys of this test only
+    runs = [("codessm", t, cfg.seed, p) for t in ("search", "types") for p in (True, False)]
+    tables = {}
+    for n in ("1", "2"):
+        for m, t, s, p in runs:  # both loops train from scratch
+            shutil.rmtree(artifact_dir("finetune", finetune_key(m, t, cfg, s, p), FT_RUN_VERSION), ignore_errors=True)
+            shutil.rmtree(artifact_dir("finetune-scores", _scores_key(m, t, cfg, s, p), EVAL_VERSION), ignore_errors=True)
+        monkeypatch.setenv("ANALYSIS_WORKERS", n)
+        df = scores(["codessm"], ["search", "types"], cfg, seeds=1, progress=False)
+        tables[n] = df[~df["metric"].isin(["train_seconds", "eval_seconds"])].reset_index(drop=True)
+    assert tables["1"].equals(tables["2"])
+    assert set(map(tuple, tables["1"][["task", "init"]].drop_duplicates().to_numpy())) == \
+        {(t, "pretrained" if p else "random") for _, t, _, p in runs}

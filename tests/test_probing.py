@@ -164,6 +164,7 @@ def test_probe_layers_in_worker_processes_equal_the_sequential_loop(monkeypatch)
 
     import pandas as pd
 
+    from analysis import workers as workers_module
     from analysis.probing import experiment as ex
     data, states = _synthetic_probe_data()
     cfg = SimpleNamespace(probe_max_train_points=40, seed=0)
@@ -175,11 +176,11 @@ def test_probe_layers_in_worker_processes_equal_the_sequential_loop(monkeypatch)
             super().__init__(*args, **kw)
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", SpyPool)
-    monkeypatch.setattr(ex, "_POOL", {"pool": None, "workers": 0, "atexit": True})
+    monkeypatch.setattr(workers_module, "_POOL", {"pool": None, "workers": 0, "atexit": True, "context": None})
     runs = {}
     try:
         for workers in ("1", "2", "2again"):
-            monkeypatch.setenv("ANALYSIS_PROBE_WORKERS", workers[0])
+            monkeypatch.setenv("ANALYSIS_WORKERS", workers[0])
             df = pd.DataFrame(ex._probe_layers(data, states, [0, 1, 2], cfg, progress=False))
             runs[workers] = df[df["metric"] != "seconds"].reset_index(drop=True)
         assert pools == ["spawn"]  # one pool, started by the first 2-worker run and kept
@@ -189,23 +190,5 @@ def test_probe_layers_in_worker_processes_equal_the_sequential_loop(monkeypatch)
         one = ex._probe_layers(data, [s[:1] for s in states], [0], cfg, progress=False)
         assert [r for r in one if r["metric"] != "seconds"] == runs["1"][runs["1"]["layer"] == 0].to_dict("records")
     finally:
-        if ex._POOL["pool"] is not None:
-            ex._POOL["pool"].shutdown()
-
-
-@pytest.mark.parametrize("value", ["0", "two", "-1", ""])
-def test_probe_workers_must_be_a_positive_integer(monkeypatch, value):
-    from analysis.probing.experiment import probe_workers
-    monkeypatch.setenv("ANALYSIS_PROBE_WORKERS", value)
-    with pytest.raises(ValueError, match="ANALYSIS_PROBE_WORKERS must be a positive integer"):
-        probe_workers()
-
-
-def test_probe_workers_default_and_override(monkeypatch):
-    import os
-
-    from analysis.probing.experiment import probe_workers
-    monkeypatch.delenv("ANALYSIS_PROBE_WORKERS", raising=False)
-    assert probe_workers() == min(2, os.cpu_count() or 1)
-    monkeypatch.setenv("ANALYSIS_PROBE_WORKERS", "3")
-    assert probe_workers() == 3
+        if workers_module._POOL["pool"] is not None:
+            workers_module._POOL["pool"].shutdown()

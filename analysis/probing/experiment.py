@@ -12,10 +12,10 @@ layer, layer 0 = embeddings) -> pair features (``pair_features``: h_i - h_j for 
   same probe on the control task (labels drawn per token-text pair), selectivity = their
   difference.
 
-Each layer's DirectProbe and its linear probes run as jobs in ``probe_workers()`` worker
-processes (environment variable ``ANALYSIS_PROBE_WORKERS``, default ``min(2, cpu count)``),
-one pool per Python process: DirectProbe's HiGHS LPs, most of the time, run on one thread, so
-one process per core is how a probe run uses the machine. The results are identical to
+Each layer's DirectProbe and its linear probes run as jobs in the worker processes of
+``analysis.workers`` (``$ANALYSIS_WORKERS``, default ``min(2, cpu count)``): DirectProbe's
+HiGHS LPs, most of the time, run on one thread, so one process per core is how a probe run
+uses the machine. The results are identical to
 probing the layers one after another (1 worker runs everything in-process).
 
 Results are cached by the checkpoint's weights and the probing fields of the profile.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -95,37 +94,6 @@ def _balanced_subsample(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([pools[k][:n] for k, n in take.items()]))
 
 
-WORKERS_ENV = "ANALYSIS_PROBE_WORKERS"
-_ONE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def probe_workers() -> int:
-    """Worker processes for the layers of one probe run: ``$ANALYSIS_PROBE_WORKERS`` if set
-    (a positive integer), else ``min(2, os.cpu_count())``. 1 probes the layers in-process."""
-    raw = os.environ.get(WORKERS_ENV)
-    if raw is None:
-        return min(2, os.cpu_count() or 1)
-    try:
-        n = int(raw.strip())
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(f"{WORKERS_ENV} must be a positive integer (worker processes for "
-                         f"probing layers), got {raw!r}")
-    return n
-
-
-def _one_thread_worker() -> None:
-    """Pool initializer: one BLAS/OpenMP thread per worker (the workers are the parallelism)."""
-    for name in _ONE_THREAD_ENV:  # for libraries loaded later in the worker
-        os.environ[name] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - sklearn depends on threadpoolctl
-        return
-    threadpool_limits(1)  # for numpy/scipy, already loaded with this module
-
-
 def _directprobe_metrics(X_sub, y_sub, X_test, y_test) -> dict:
     """DirectProbe on the subsampled training pairs, scored on the test pairs. Module-level,
     so that worker processes can run it."""
@@ -152,38 +120,12 @@ def _linear_metrics(X_train, y_train, X_test, y_test, c_train, c_test, seed) -> 
             ("linear", "selectivity"): lin["accuracy"] - ctl["accuracy"]}
 
 
-_POOL: dict = {"pool": None, "workers": 0}
-
-
-def _worker_pool(workers: int):
-    """One pool of ``workers`` spawned processes per Python process, started on first use and
-    kept (starting one costs about 3 s of imports; a chapter probes dozens of checkpoints);
-    replaced if the worker count changes or a worker died."""
-    import atexit
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    pool = _POOL["pool"]
-    if pool is not None and (_POOL["workers"] != workers or getattr(pool, "_broken", False)):
-        pool.shutdown(cancel_futures=True)
-        pool = None
-    if pool is None:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_one_thread_worker)
-        if not _POOL.get("atexit"):
-            atexit.register(lambda: _POOL["pool"] is not None and _POOL["pool"].shutdown(cancel_futures=True))
-            _POOL["atexit"] = True
-        _POOL.update(pool=pool, workers=workers)
-    return pool
-
-
 def _probe_layers(data, states, layers, cfg, progress: bool) -> list[dict]:
     """Rows of every layer, in ``layers`` order. Pair features are built here (they need
     ``states``); each layer's DirectProbe and its linear probes are separate jobs, run in the
-    ``probe_workers()`` spawned processes of ``_worker_pool`` (fork is unsafe once torch has
-    started its OpenMP threads), DirectProbe jobs first and layer 0 (the slowest: degenerate
-    embedding differences) first of all, or in-process for 1 worker."""
-    from tqdm.auto import tqdm
+    worker processes of ``analysis.workers``, DirectProbe jobs first and layer 0 (the slowest:
+    degenerate embedding differences) first of all."""
+    from ..workers import run_jobs
 
     train, test = data.split("train"), data.split("test")
     y_train, y_test = train["label"].to_numpy(), test["label"].to_numpy()
@@ -199,28 +141,7 @@ def _probe_layers(data, states, layers, cfg, progress: bool) -> list[dict]:
                 for k in range(len(layers))]
     jobs = [(_directprobe_metrics, (X[sub], y_train[sub], Xt, y_test)) for X, Xt in features] + \
            [(_linear_metrics, (X, y_train, Xt, y_test, c_train, c_test, cfg.seed)) for X, Xt in features]
-    workers = min(probe_workers(), len(jobs))
-    bar = tqdm(total=len(jobs), desc=f"probing {data.task}", disable=not progress, leave=False)
-    try:
-        if workers <= 1:
-            results = []
-            for fn, args in jobs:
-                results.append(fn(*args))
-                bar.update(1)
-        else:
-            from concurrent.futures import as_completed
-            futures = [_worker_pool(workers).submit(fn, *args) for fn, args in jobs]
-            try:
-                for done in as_completed(futures):
-                    done.result()  # a failing job stops the run
-                    bar.update(1)
-            except BaseException:  # incl. KeyboardInterrupt: do not wait for the queued jobs
-                for f in futures:
-                    f.cancel()
-                raise
-            results = [f.result() for f in futures]
-    finally:
-        bar.close()
+    results = run_jobs(jobs, f"probing {data.task}", progress)
     n = len(layers)
     return [{"layer": layer, "probe": p, "metric": m, "value": float(v)}
             for k, layer in enumerate(layers) for (p, m), v in {**results[k], **results[n + k]}.items()]

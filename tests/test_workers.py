@@ -1,0 +1,77 @@
+"""The shared pool of worker processes (analysis.workers)."""
+import os
+
+import pytest
+
+from analysis import workers
+
+
+def _square(x):
+    return x * x
+
+
+def _fail_on(x, bad):
+    if x == bad:
+        raise ValueError(f"job {x} failed")
+    return x
+
+
+def _threads():
+    import torch
+    return torch.get_num_threads(), os.environ.get("TQDM_DISABLE")
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", ""])
+def test_worker_count_must_be_a_positive_integer(monkeypatch, value):
+    monkeypatch.setenv("ANALYSIS_WORKERS", value)
+    with pytest.raises(ValueError, match="ANALYSIS_WORKERS must be a positive integer"):
+        workers.worker_count()
+
+
+def test_worker_count_default_and_override(monkeypatch):
+    monkeypatch.delenv("ANALYSIS_WORKERS", raising=False)
+    assert workers.worker_count() == min(2, os.cpu_count() or 1)
+    monkeypatch.setenv("ANALYSIS_WORKERS", "3")
+    assert workers.worker_count() == 3
+
+
+def test_results_come_back_in_job_order_from_one_kept_single_threaded_pool(monkeypatch):
+    monkeypatch.setattr(workers, "_POOL", {"pool": None, "workers": 0, "atexit": True, "context": None})
+    try:
+        jobs = [(_square, (x,)) for x in range(7)]
+        assert workers.run_jobs(jobs, "squares", progress=False, workers=2) == [x * x for x in range(7)]
+        pool = workers._POOL["pool"]
+        assert workers.run_jobs(jobs[:3], "squares", progress=False, workers=2) == [0, 1, 4]
+        assert workers._POOL["pool"] is pool  # kept between calls
+        assert workers.run_jobs([(_threads, ())] * 2, "threads", progress=False, workers=2) == [(1, "1")] * 2
+    finally:
+        if workers._POOL["pool"] is not None:
+            workers._POOL["pool"].shutdown()
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_failing_job_raises_its_own_error(monkeypatch, n):
+    monkeypatch.setattr(workers, "_POOL", {"pool": None, "workers": 0, "atexit": True, "context": None})
+    try:
+        with pytest.raises(ValueError, match="job 2 failed"):
+            workers.run_jobs([(_fail_on, (x, 2)) for x in range(4)], "jobs", progress=False, workers=n)
+    finally:
+        if workers._POOL["pool"] is not None:
+            workers._POOL["pool"].shutdown()
+    assert workers.run_jobs([], "nothing", progress=False) == []
+
+
+def _cache_env():
+    return os.environ.get("ANALYSIS_CACHE")
+
+
+def test_the_pool_is_replaced_when_the_cache_root_changes(monkeypatch, tmp_path):
+    """A kept worker must not write into the cache root of an earlier call."""
+    monkeypatch.setattr(workers, "_POOL", {"pool": None, "workers": 0, "atexit": True, "context": None})
+    try:
+        for name in ("a", "b"):
+            monkeypatch.setenv("ANALYSIS_CACHE", str(tmp_path / name))
+            assert workers.run_jobs([(_cache_env, ())] * 2, "env", progress=False, workers=2) == [str(tmp_path / name)] * 2
+    finally:
+        if workers._POOL["pool"] is not None:
+            workers._POOL["pool"].shutdown()
