@@ -135,6 +135,46 @@ def test_a_failing_lp_solver_falls_back_then_fails_clearly(monkeypatch):
         dp.separable(P, Q)
 
 
+def test_an_lp_highs_cannot_solve_is_solved_on_centred_scaled_points():
+    """Hidden states of a fine-tuned CodeSSM (54 vs 77 pairs, dimension 128) on which every
+    HiGHS method stops with an unknown status (t* is within rounding of 0). The scaled re-solve
+    decides them: not separable, and t is the margin its plane achieves on the original points."""
+    import importlib
+    from pathlib import Path
+    dp = importlib.import_module("analysis.probing.directprobe")
+    data = np.load(Path(__file__).parent / "fixtures" / "degenerate_margin_lp.npz")
+    P, Q = data["P"], data["Q"]
+    assert dp._margin_lp(P, Q, []) is None  # the failure this guards against
+    t, plane, _ = dp._max_margin(P, Q)
+    assert abs(t) < 1e-6 and t < dp.TOL and not dp.separable(P, Q)[0]
+    w, b = plane[:-1], plane[-1]
+    assert np.abs(w).max() <= 1 + 1e-9
+    assert min((P @ w + b).min(), -(Q @ w + b).max()) == pytest.approx(t, abs=1e-12)
+
+
+def test_the_scaled_re_solve_maps_back_to_the_same_optimum(monkeypatch):
+    import importlib
+    from types import SimpleNamespace
+    dp = importlib.import_module("analysis.probing.directprobe")
+    rng = np.random.default_rng(7)
+    P, Q = rng.normal(3.0, 2.0, size=(12, 4)), rng.normal(5.0, 2.0, size=(9, 4))
+    t_raw, plane_raw, _ = dp._max_margin(P, Q)
+    real, calls = dp.linprog, []
+
+    def raw_fails(*args, method, **kw):
+        calls.append(method)
+        if len(calls) <= len(dp.SOLVERS):
+            return SimpleNamespace(status=4, message="broken")
+        return real(*args, method=method, **kw)
+
+    monkeypatch.setattr(dp, "linprog", raw_fails)
+    t, plane, _ = dp._max_margin(P, Q)
+    assert len(calls) == len(dp.SOLVERS) + 1
+    assert t == pytest.approx(t_raw, rel=1e-6, abs=1e-9)
+    w, b = plane[:-1], plane[-1]
+    assert (P @ w + b).min() == pytest.approx(t, abs=1e-7) and (Q @ w + b).max() <= -t + 1e-7
+
+
 def _synthetic_probe_data(n_functions=14, n_tokens=10, n_layers=3, d=5, seed=0):
     """A ProbeData-like task (concat pairs, two labels tied to the states, a few token texts)
     and per-function states [layers, tokens, d]."""

@@ -68,9 +68,11 @@ STEP = 0.5
 SOLVERS = (("highs-ds", 20), ("highs-ipm", None), ("highs", None))
 
 
-def _max_margin(P: np.ndarray, Q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """t*(P, Q), its plane (w, b) stacked as one vector of length d + 1, and the rows
-    (P then Q) whose constraint has a nonzero dual value (the support of the optimum)."""
+def _margin_lp(P: np.ndarray, Q: np.ndarray, messages: list, t_cap: float = 1.0
+               ) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """The margin LP of ``_max_margin`` on these coordinates (with t <= ``t_cap``), by the
+    solvers of SOLVERS in turn; None (and their messages appended) if every one stops without
+    an optimum."""
     p, q, d = len(P), len(Q), P.shape[1]
     # variables [w (d), b, t];  rows: -(w.x + b) + t <= 0 for P;  (w.x + b) + t <= 0 for Q
     A = np.empty((p + q, d + 2))
@@ -78,18 +80,43 @@ def _max_margin(P: np.ndarray, Q: np.ndarray) -> tuple[float, np.ndarray, np.nda
     A[p:, :d], A[p:, d], A[p:, d + 1] = Q, 1.0, 1.0
     c = np.zeros(d + 2)
     c[-1] = -1.0
-    bounds = [(-1, 1)] * d + [(None, None), (None, 1)]
-    # The LP is always feasible and bounded, but the solver may still stop (iteration cap,
-    # unknown status on ill-conditioned input): the next one in SOLVERS is tried, and only
-    # if all fail is it an error.
-    messages = []
+    bounds = [(-1, 1)] * d + [(None, None), (None, t_cap)]
     for method, cap in SOLVERS:
         options = {} if cap is None else {"maxiter": cap * (p + q + d + 2)}
         res = linprog(c, A_ub=A, b_ub=np.zeros(p + q), bounds=bounds, method=method, options=options)
         if res.status == 0:
             return float(-res.fun), res.x[:-1], res.ineqlin.marginals != 0
         messages.append(f"{method}: {res.message}")
-    raise RuntimeError(f"the separability LP failed ({p} vs {q} points, dimension {d}): " + "; ".join(messages))
+    return None
+
+
+def _max_margin(P: np.ndarray, Q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """t*(P, Q), its plane (w, b) stacked as one vector of length d + 1, and the rows
+    (P then Q) whose constraint has a nonzero dual value (the support of the optimum).
+
+    The LP is always feasible and bounded, but HiGHS may still stop without an optimum
+    (iteration cap; an unknown status when t* is within rounding of 0, seen on 54 vs 77
+    fine-tuned hidden states in dimension 128). Then it is solved again on centred and scaled
+    points x' = (x - c) / s (c the mean, s the largest |x - c|), which maps back exactly: a
+    plane (w, b') with margin t' on x' is (w, s b' - w.c) with margin s t' on x (and the cap
+    t <= 1 is t' <= 1 / s). As t* is then near the solvers' tolerance (1e-7, like TOL), the t
+    returned is the margin that plane achieves on the original points, in float64: a lower
+    bound of t*, so a separability it reports is certain. Only if that fails too is it an error."""
+    messages: list = []
+    found = _margin_lp(P, Q, messages)
+    if found is not None:
+        return found
+    centre = np.concatenate([P, Q]).mean(0)
+    scale = float(max(np.abs(P - centre).max(initial=0.0), np.abs(Q - centre).max(initial=0.0))) or 1.0
+    found = _margin_lp((P - centre) / scale, (Q - centre) / scale, messages, t_cap=1.0 / scale)
+    if found is not None:
+        w = found[1][:-1]
+        plane = np.append(w, scale * found[1][-1] - w @ centre)
+        achieved = min((P @ w).min() + plane[-1], -((Q @ w).max() + plane[-1]))
+        return float(min(achieved, 1.0)), plane, found[2]
+    p, q, d = len(P), len(Q), P.shape[1]
+    raise RuntimeError(f"the separability LP failed ({p} vs {q} points, dimension {d}), also on "
+                       "centred and scaled points: " + "; ".join(messages))
 
 
 def separable(P: np.ndarray, Q: np.ndarray, tol: float = TOL) -> tuple[bool, np.ndarray | None]:
