@@ -1,7 +1,7 @@
 """The models: CodeSSM (BiGS, S4D kernels), RoCoder (rotary Transformer), BiMamba (selective).
 
-``load()``, ``hidden_states()`` and ``encoder_states()`` are the only doors the rest of the project uses. Every
-model is a Hugging Face ``PreTrainedModel`` (registered with the Auto classes), so
+``load()``, ``hidden_states()`` and ``encoder_states()`` are the only doors the rest of the
+project uses. Every model is a Hugging Face ``PreTrainedModel`` (registered with the Auto classes), so
 ``save_pretrained`` / ``from_pretrained(dir)`` round-trip exactly.
 
 Registry names: ``codessm``, ``codessm-hf`` (parallel short convolution, width
@@ -161,7 +161,7 @@ def hidden_states(model, tokenizer, functions, layers=None, batch_size: int = 8,
         idx = order[s:s + batch_size]
         enc = tokenizer([functions[i].code for i in idx], padding=True, return_offsets_mapping=True,
                         return_tensors="pt")
-        states = torch.stack(encoder_states(model, enc["input_ids"], enc["attention_mask"]), 1)                     # [b, layers+1, L, d]
+        states = torch.stack(encoder_states(model, enc["input_ids"], enc["attention_mask"]), 1)  # [b, layers+1, L, d]
         if layers is not None:
             states = states[:, list(layers)]
         for k, i in enumerate(idx):
