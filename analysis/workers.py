@@ -102,7 +102,8 @@ def run_jobs(jobs: Sequence[tuple[Callable, tuple]], desc: str, progress: bool =
                 results.append(fn(*args))
                 bar.update(1)
             return results
-        futures = [_pool(workers).submit(fn, *args) for fn, args in jobs]
+        pool = _pool(workers)
+        futures = [pool.submit(fn, *args) for fn, args in jobs]
         try:
             for done in as_completed(futures):
                 done.result()

@@ -16,10 +16,11 @@ torch); an import failure is remembered and logged once.
 
 The CPU path (``selective_scan_cpu``) runs a compiled C kernel (``scan_kernel``: one batch and
 a block of 16 channels at a time, the block's states in a small buffer, loops over channels
-vectorised, exp included) when the machine's C compiler builds it, and otherwise ``_SelectiveScan``, one ``torch.autograd.Function`` chunked
-over time: per chunk a few vectorised ops, one in-place ``addcmul_`` per time step, a hand-written
-reverse-time backward that recomputes states from one saved state per chunk, so memory stays
-O(batch * dim * state) beyond inputs and outputs. Both compute in float32 for bfloat16/float16
+vectorised, exp included) when the machine's C compiler builds it, and otherwise
+``_SelectiveScan``, one ``torch.autograd.Function`` chunked over time: per chunk a few
+vectorised ops, one in-place ``addcmul_`` per time step, a hand-written reverse-time backward
+that recomputes states from one saved state per chunk, so memory stays O(batch * dim * state)
+beyond inputs and outputs. Both compute in float32 for bfloat16/float16
 inputs (float64 stays float64). Limits: real A, B, C only (complex A raises), B and C must vary
 with batch and time ([batch, state, length] or grouped), as in Mamba; mamba-ssm's constant
 [dim, state] B or C is not supported. ``selective_scan_ref`` is mamba-ssm's reference structure,
@@ -338,8 +339,8 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     """The CPU path (``cpu_function()``: the compiled kernel, or the torch scan ``_SelectiveScan``),
     fused (bias, softplus, scan, D skip, z gate), with a hand-written reverse-time backward
     that recomputes states. Accumulates in float32 for lower-precision inputs (float64 stays
-    float64) and returns u's dtype. B and C
-    with different group counts are both expanded to the finer grouping. ``implementation``
+    float64) and returns u's dtype. B and C with different group counts are both expanded to
+    the finer grouping. ``implementation``
     ("kernel" or "torch") forces one (for benchmarks); "kernel" raises if it is unavailable."""
     _check(u, delta, A, B, C, D, z, delta_bias)
     if implementation not in (None, "kernel", "torch"):
