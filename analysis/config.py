@@ -5,7 +5,7 @@ A chapter names a profile and may override any field::
     cfg = profile("smoke", pretrain_steps=50)
 
 ``smoke``   CI: tiny models and data, every chapter in a minute or two on 2 CPU cores.
-``default`` the rendered book on a laptop CPU: the whole book in about an hour on 2 cores (60 min 16 s measured; README).
+``default`` the rendered book on a laptop CPU: the whole book in under an hour on 2 cores (47 min 28 s measured; README).
 ``paper``   GPU scale, closer to the paper's (unknown, probably BERT-base-like) sizes.
 
 Artifacts are cached by the subset of fields that produced them (``Profile.subset``),
