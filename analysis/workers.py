@@ -1,11 +1,10 @@
 """Worker processes: the one pool of spawned single-threaded processes that probing and
 fine-tuning share, so that independent jobs use every core.
 
-These models are small, and 2 threads in one process do not use 2 cores fully: a BiMamba
-fine-tuning step at default width is 1.30x faster with 2 threads than with 1, while two
-1-thread processes side by side do 1.38x the steps of one 2-thread process (CodeSSM and
-RoCoder scale better, 1.6x and 1.9x, and gain nothing on a bare step, but whole fine-tuning
-runs, with their tokenisation and single-threaded Python work, gain for all three models).
+These models are small, and 2 threads in one process do not use 2 cores fully: two 1-thread
+processes side by side do 1.29x (CodeSSM), 1.34x (RoCoder) and 1.50x (BiMamba) the contrastive
+fine-tuning steps of one 2-thread process (``python -m analysis.bench threads``; whole
+fine-tuning runs, with their tokenisation and single-threaded Python work, gain as well).
 DirectProbe's LPs run on one thread. So independent jobs (a layer's probe, a fine-tuning run) go to ``worker_count()`` processes
 of one thread each. ``$ANALYSIS_WORKERS`` sets the count (a positive integer; default
 ``min(2, os.cpu_count())``); 1 runs every job in the calling process, in order.

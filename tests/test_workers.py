@@ -75,3 +75,16 @@ def test_the_pool_is_replaced_when_the_cache_root_changes(monkeypatch, tmp_path)
     finally:
         if workers._POOL["pool"] is not None:
             workers._POOL["pool"].shutdown()
+
+
+def test_threads_benchmark_compares_one_process_with_single_threaded_ones_side_by_side():
+    from analysis import bench
+
+    (row,) = bench.threads_benchmark(("codessm",), pairs=2, length=8, repeats=1, threads=2)
+    assert row["beside_threads"] == [1, 1]
+    assert min(row["one_thread_s"], row["2_threads_s"], row["beside_s"]) > 0
+    assert row["gain"] == pytest.approx(2 * row["2_threads_s"] / row["beside_s"])
+    with pytest.raises(ValueError, match="threads >= 2"):
+        bench.threads_benchmark(("codessm",), threads=1)
+    with pytest.raises(ValueError, match="unknown"):
+        bench.threads_benchmark(("gpt",))
