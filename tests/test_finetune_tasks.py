@@ -58,3 +58,27 @@ def test_type_labels_go_to_the_first_overlapping_subword():
     targets = [(3, 5, 7), (6, 12, 2)]
     assert tasks.type_labels_for(offsets, targets) == [-100, -100, 7, 2, -100, -100]
     assert tasks.type_labels_for(offsets, []) == [-100] * 6
+
+
+def _word_tokenizer(words):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")
+
+
+def test_embed_pools_the_chosen_layer_over_real_tokens_only():
+    torch.manual_seed(0)
+    model, tok = TinyEncoder(), _word_tokenizer(["a", "b", "c"])  # ids 2, 3, 4
+    emb = model.emb.weight.detach()
+    layer0 = tasks.embed(model, tok, ["a b", "c"], None, layer=0)  # "c" is padded to two tokens
+    expect0 = torch.nn.functional.normalize(torch.stack([emb[[2, 3]].mean(0), emb[4]]), dim=-1)
+    assert torch.allclose(layer0, expect0, atol=1e-6)
+    last = tasks.embed(model, tok, ["a b", "c"], None)
+    hidden = torch.tanh(model.lin(emb)).detach()
+    expect_last = torch.nn.functional.normalize(torch.stack([hidden[[2, 3]].mean(0), hidden[4]]), dim=-1)
+    assert torch.allclose(last, expect_last, atol=1e-6)
+    assert not torch.allclose(last, layer0, atol=1e-3)

@@ -207,7 +207,8 @@ def _score(path: Path, task: str, cfg) -> dict:
 
 def zero_shot_search(model: str, cfg, pretrained: bool = True, n: int = 300) -> dict:
     """The encoder before any fine-tuning, on the first ``n`` search test pairs: MRR of its
-    mean-pooled embeddings, and the mean cosine between two functions' embeddings
+    mean-pooled embeddings, the same from its token embeddings alone (layer 0: a bag of
+    tokens, no context), and the mean cosine between two functions' embeddings
     (``metrics.mean_pairwise_cosine``). Explains a random-init baseline that beats pretraining."""
     from ..data import finetune_dataset
 
@@ -215,10 +216,14 @@ def zero_shot_search(model: str, cfg, pretrained: bool = True, n: int = 300) -> 
     test = finetune_dataset(cfg, "search")["test"][:n]
     if len(test) < 2:
         raise ValueError(f"the search test split has {len(test)} examples; use a larger corpus")
-    queries = embed(net, tokenizer, [e["query"] for e in test], cfg.max_length)
-    codes = embed(net, tokenizer, [e["code"] for e in test], cfg.max_length)
-    return {"zero-shot MRR": mrr((queries @ codes.T).numpy()),
-            "mean cosine between functions": mean_pairwise_cosine(codes.numpy()), "pairs": len(test)}
+    out = {}
+    for layer, name in ((-1, "zero-shot MRR"), (0, "zero-shot MRR, token embeddings alone")):
+        queries = embed(net, tokenizer, [e["query"] for e in test], cfg.max_length, layer=layer)
+        codes = embed(net, tokenizer, [e["code"] for e in test], cfg.max_length, layer=layer)
+        out[name] = mrr((queries @ codes.T).numpy())
+        if layer == -1:
+            out["mean cosine between functions"] = mean_pairwise_cosine(codes.numpy())
+    return {**out, "pairs": len(test)}
 
 
 def _scores_key(model: str, task: str, cfg, seed: int, pretrained: bool) -> dict:

@@ -58,8 +58,9 @@ def tokenize(tokenizer, texts: list[str], max_length: int | None):
 
 @torch.no_grad()
 def embed(model, tokenizer, texts: list[str], max_length: int | None, batch_size: int = 16,
-          progress: bool = False) -> torch.Tensor:
-    """Normalised mean-pooled embeddings of ``texts``: [n, dim]."""
+          progress: bool = False, layer: int = -1) -> torch.Tensor:
+    """Normalised mean-pooled embeddings of ``texts``: [n, dim], from the last hidden layer
+    (``layer=0``: the token embeddings alone, before any layer mixes in context)."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -69,7 +70,8 @@ def embed(model, tokenizer, texts: list[str], max_length: int | None, batch_size
     for s in tqdm(starts, desc="embedding", disable=not progress, leave=False):
         idx = order[s:s + batch_size]
         enc = tokenize(tokenizer, [texts[i] for i in idx], max_length)
-        vec = mean_pool(encode(model, enc["input_ids"], enc["attention_mask"]), enc["attention_mask"])
+        hidden = encoder_states(model, enc["input_ids"], enc["attention_mask"])[layer]
+        vec = mean_pool(hidden, enc["attention_mask"])
         for k, i in enumerate(idx):
             out[i] = vec[k]
     return torch.stack(out) if out else torch.empty(0)
