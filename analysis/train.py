@@ -73,6 +73,8 @@ def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weig
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    from .workers import in_worker
+
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -97,7 +99,8 @@ def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weig
         batches.skip(start)
     model.train()
     window, t0 = [], time.perf_counter()
-    bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=False)
+    quiet = {"disable": True} if in_worker() else {}  # else tqdm's defaults ($TQDM_DISABLE)
+    bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=False, **quiet)
     for step in bar:
         batch = next(batches)
         loss = loss_fn(model, batch)

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 WORKERS_ENV = "ANALYSIS_WORKERS"
 _ONE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _POOL: dict = {"pool": None, "workers": 0, "atexit": False, "context": None}
+_IN_WORKER = False  # set by the initializer, in the worker processes only
 
 
 def worker_count() -> int:
@@ -42,7 +43,12 @@ def worker_count() -> int:
 
 def _one_thread_worker() -> None:
     """Pool initializer: one BLAS/OpenMP/torch thread per worker (the workers are the
-    parallelism), and no progress bars (the caller shows one bar for all jobs)."""
+    parallelism), and no progress bars (the caller shows one bar for all jobs). ``TQDM_DISABLE``
+    reaches bars only if tqdm is imported after it: a spawned worker first re-imports the
+    caller's main script, which may have imported tqdm already; so loops that show bars
+    also ask ``in_worker()``."""
+    global _IN_WORKER
+    _IN_WORKER = True
     for name in _ONE_THREAD_ENV:  # for libraries loaded later in the worker
         os.environ[name] = "1"
     os.environ["TQDM_DISABLE"] = "1"
@@ -53,6 +59,11 @@ def _one_thread_worker() -> None:
     except ImportError:  # pragma: no cover - sklearn depends on threadpoolctl
         return
     threadpool_limits(1)
+
+
+def in_worker() -> bool:
+    """True in a process of the pool (where progress bars are left to the caller)."""
+    return _IN_WORKER
 
 
 def _context() -> tuple:

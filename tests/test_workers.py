@@ -18,7 +18,7 @@ def _fail_on(x, bad):
 
 def _threads():
     import torch
-    return torch.get_num_threads(), os.environ.get("TQDM_DISABLE")
+    return torch.get_num_threads(), os.environ.get("TQDM_DISABLE"), workers.in_worker()
 
 
 @pytest.mark.parametrize("value", ["0", "two", "-1", ""])
@@ -43,7 +43,8 @@ def test_results_come_back_in_job_order_from_one_kept_single_threaded_pool(monke
         pool = workers._POOL["pool"]
         assert workers.run_jobs(jobs[:3], "squares", progress=False, workers=2) == [0, 1, 4]
         assert workers._POOL["pool"] is pool  # kept between calls
-        assert workers.run_jobs([(_threads, ())] * 2, "threads", progress=False, workers=2) == [(1, "1")] * 2
+        assert workers.run_jobs([(_threads, ())] * 2, "threads", progress=False, workers=2) == [(1, "1", True)] * 2
+        assert not workers.in_worker()
     finally:
         if workers._POOL["pool"] is not None:
             workers._POOL["pool"].shutdown()
