@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import queue
 import statistics
 import sys
 import time
@@ -402,9 +403,21 @@ def threads_benchmark(models=("codessm", "rocoder", "bimamba"), pairs: int = 16,
                      for _ in range(threads)]
             for p in procs:
                 p.start()
-            side = [results.get(timeout=600) for _ in procs]
-            for p in procs:
-                p.join()
+            side = []
+            try:
+                while len(side) < len(procs):
+                    try:
+                        side.append(results.get(timeout=5))
+                    except queue.Empty:
+                        failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                        if failed:
+                            raise RuntimeError(f"a side-by-side {model} process failed (exit codes {failed}); "
+                                               "its error is printed above") from None
+            finally:
+                for p in procs:  # a process left waiting at the barrier for a failed one
+                    if p.is_alive() and len(side) < len(procs):
+                        p.terminate()
+                    p.join()
             beside = statistics.fmean(min(times) for _, times in side)
             rows.append({"model": model, "one_thread_s": one, f"{threads}_threads_s": many,
                          "beside_s": beside, "beside_threads": [n for n, _ in side],
