@@ -27,6 +27,7 @@ import ast
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -34,8 +35,15 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import jupytext
+import papermill
+from IPython.display import Markdown, display
+from papermill.exceptions import PapermillExecutionError
+from tqdm.auto import tqdm
+
 from . import config
 from .cache import write_json_atomic
+from .provenance import git_commit, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -43,10 +51,6 @@ INTRO = "00"
 PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "scipy", "pandas", "scikit-learn",
             "matplotlib", "seaborn", "tree-sitter", "tree-sitter-python", "papermill",
             "jupytext", "jupyter-book", "mamba-ssm")
-
-
-def run_dir() -> Path:
-    return Path(os.environ.get("ANALYSIS_RUN_DIR", ROOT / "_build" / "run")).resolve()
 
 
 def chapters(book: Path = BOOK) -> list[Path]:
@@ -95,7 +99,6 @@ def parse_overrides(pairs: list[list[str]]) -> dict:
 def chapter_parameters(md: Path) -> dict:
     """The parameters a chapter declares: ``name = literal`` lines of its cell tagged
     ``parameters`` (besides ``profile`` and ``overrides``, e.g. chapter 06's ``ablation``)."""
-    import jupytext
 
     for cell in jupytext.read(md).cells:
         if "parameters" in cell.metadata.get("tags", []):
@@ -142,8 +145,6 @@ def split_parameters(pairs: list[list[str]], todo: list[Path]) -> tuple[dict, di
 
 def rerun_command(chapter: str, profile: str, overrides: dict | None = None, **params) -> str:
     """The shell command that re-runs ``chapter`` with these parameters and rebuilds the HTML."""
-    import shlex
-
     parts = ["python -m analysis.book run --only", chapter.split("_")[0], "--profile", profile]
     for name, value in {**(overrides or {}), **params}.items():
         parts += ["-p", name, shlex.quote(repr(value) if not isinstance(value, str) else value)]
@@ -152,10 +153,6 @@ def rerun_command(chapter: str, profile: str, overrides: dict | None = None, **p
 
 def show_rerun(chapter: str, profile: str, overrides: dict | None = None, **params) -> None:
     """A note on the chapter page: how to re-run it (the runner, papermill, Jupyter)."""
-    import shlex
-
-    from IPython.display import Markdown, display
-
     pm = ["papermill", f"_build/run/src/{chapter}.ipynb", f"book/{chapter}.ipynb", "-p", "profile", profile]
     pm += ["-y", shlex.quote(json.dumps({"overrides": overrides or {}, **params}))]
     display(Markdown(
@@ -168,7 +165,6 @@ def show_rerun(chapter: str, profile: str, overrides: dict | None = None, **para
 
 def to_notebook(md: Path, out: Path) -> Path:
     """Convert a MyST chapter to an (unexecuted) notebook with the python3 kernel."""
-    import jupytext
 
     nb = jupytext.read(md)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -195,8 +191,6 @@ class ChapterFailure(Exception):
 
 def execute(md: Path, parameters: dict, out_dir: Path = BOOK) -> Path:
     """Execute one chapter with papermill; raises ``ChapterFailure`` with the failing cell."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
 
     src = to_notebook(md, run_dir() / "src" / (md.stem + ".ipynb"))
     out = out_dir / (md.stem + ".ipynb")
@@ -245,10 +239,6 @@ def run(profile: str = "default", only: list[str] | None = None, overrides: dict
     """Execute the chosen chapters; returns the manifest. Raises ``ChapterFailure``.
     ``chapter_params`` go to the chapters that declare them in their parameters cell. The
     provenance lines a chapter shows under its figures are stored in its manifest entry."""
-    from tqdm.auto import tqdm
-
-    from .plots import git_commit
-
     config.profile(profile, **(overrides or {}))  # fail now, not inside the first chapter
     out_dir = out_dir or book
     todo = select(chapters(book), only)
@@ -269,7 +259,6 @@ def run(profile: str = "default", only: list[str] | None = None, overrides: dict
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": "running"}
         provenance = run_dir() / "provenance" / f"{md.stem}.jsonl"
         provenance.unlink(missing_ok=True)
-        os.environ["ANALYSIS_CHAPTER"] = md.stem
         t0 = time.perf_counter()
         try:
             execute(md, params, out_dir)
@@ -279,7 +268,6 @@ def run(profile: str = "default", only: list[str] | None = None, overrides: dict
             entry["error"] = str(failure)
             raise
         finally:
-            os.environ.pop("ANALYSIS_CHAPTER", None)
             entry["wall_s"] = round(time.perf_counter() - t0, 1)
             entry["figures"] = [json.loads(line) for line in provenance.read_text().splitlines()] \
                 if provenance.exists() else []

@@ -5,7 +5,7 @@ A chapter names a profile and may override any field::
     cfg = profile("smoke", pretrain_steps=50)
 
 ``smoke``   CI: tiny models and data, every chapter in a minute or two on 2 CPU cores.
-``default`` the rendered book on a laptop CPU: the whole book in under an hour on 2 cores (47 min 28 s measured; README).
+``default`` the rendered book on a laptop CPU: the whole book in under an hour on 2 cores.
 ``paper``   GPU scale, closer to the paper's (unknown, probably BERT-base-like) sizes.
 
 Artifacts are cached by the subset of fields that produced them (``Profile.subset``),
@@ -60,6 +60,7 @@ class Profile:
     probe_max_tokens: int = 200          # probe functions have at most this many code tokens
     probe_test_fraction: float = 0.2
     probe_max_train_points: int = 600    # DirectProbe training points per layer (subsampled)
+    probe_sweep_points: tuple = (200, 400, 600, 800)  # chapter 03's sample-size sweep
 
     # --- fine-tuning (analysis.finetune) ---
     finetune_steps: int = 200
@@ -153,6 +154,7 @@ SMOKE = Profile(
     pretrain_steps=200, batch_size=16, lr=5e-3, warmup_steps=20, log_every=10,
     probe_functions_distance=40, probe_functions_siblings=30, probe_functions_dfg=30,
     probe_pairs_per_class=40, probe_max_tokens=120, probe_max_train_points=200,
+    probe_sweep_points=(50, 100, 150, 200),
     finetune_steps=15, finetune_batch_size=8, search_distractors=99, type_vocab_size=8,
     finetune_train_size=300, finetune_test_size=60,
     kernel_length=256, throughput_lengths=(128, 256, 512), throughput_batch=1, ablation=True,

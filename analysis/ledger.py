@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 from .cache import write_json_atomic
+from .provenance import run_dir
 
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "inconclusive")
 
@@ -41,11 +43,6 @@ CLAIMS = {c.id: c for c in (
     Claim("C5", "SSMs work without positional embeddings and extrapolate to sequences longer than "
                 "the pretraining context (from the CodeSSM paper).", ("04_finetuning",)),
 )}
-
-
-def _run_dir() -> Path:
-    from .book import run_dir
-    return run_dir()
 
 
 def decide(holds: bool, partly: bool = False, enough_data: bool = True) -> str:
@@ -82,14 +79,14 @@ def record(claim: str, chapter: str, numbers: dict, rule: str, verdict: str, *,
     entry = {"claim": claim, "chapter": chapter, "statement": CLAIMS[claim].statement,
              "numbers": _finite(numbers), "rule": rule, "verdict": verdict, "figure": figure,
              "profile": profile, "note": note}
-    write_json_atomic(_run_dir() / "ledger" / f"{claim}__{chapter}.json", entry)
+    write_json_atomic(run_dir() / "ledger" / f"{claim}__{chapter}.json", entry)
     return entry
 
 
-def load(run_dir: Path | None = None) -> list[dict]:
+def load(folder: Path | None = None) -> list[dict]:
     """Every claim of the paper with its recorded verdicts (``verdict: "not run"`` when no
     chapter has recorded one yet), ordered by claim id."""
-    folder = Path(run_dir or _run_dir()) / "ledger"
+    folder = Path(folder or run_dir()) / "ledger"
     found = {}
     for path in sorted(folder.glob("*.json")):
         try:
@@ -123,7 +120,6 @@ _VERDICT_COLORS = {"reproduced": "#1b9e77", "partly reproduced": "#e6ab02",
 def html_table(rows: list[dict], chapters: list[str] | None = None) -> str:
     """The ledger as an HTML table; chapter links point at the chapter's page (and figure).
     With ``chapters`` (the chapters in the book), a chapter not in the book is not linked."""
-    from html import escape
 
     out = ['<table class="ledger"><thead><tr><th>Claim</th><th>Statement</th><th>Chapter</th>'
            '<th>Verdict</th><th>Numbers</th><th>Decision rule</th></tr></thead><tbody>']

@@ -1,19 +1,14 @@
 """The book's figure style in one place: seaborn theme, a colour per model, provenance lines.
 
-Every chapter calls ``plots.setup()`` once and draws with ``plots.MODEL_COLORS``; under
-each figure it shows ``plots.provenance(cfg, ...)`` so a reader knows which profile,
-parameters, seeds, checkpoints and commit produced it.
+Every chapter calls ``plots.setup()`` once and draws with ``plots.MODEL_COLORS``; the names
+readers see come from one table each (``label`` for models, ``task_label`` for tasks). The
+provenance line under each figure is ``analysis.provenance``'s.
 """
 from __future__ import annotations
 
-import os
-
-import subprocess
-from functools import lru_cache
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import seaborn as sns
+from matplotlib.patches import FancyArrowPatch
 
 MODEL_COLORS = {
     "codessm": "#1b9e77",
@@ -26,6 +21,10 @@ MODEL_COLORS = {
 MODEL_LABELS = {
     "codessm": "CodeSSM", "codessm-hf": "CodeSSM-HF", "codessm-8kernel": "CodeSSM-8kernel",
     "rocoder": "RoCoder", "bimamba": "BiMamba",
+}
+TASK_LABELS = {
+    "search": "NL code search", "long_search": "long-context retrieval", "types": "type inference",
+    "distance": "AST distance", "siblings": "AST siblings", "dfg": "data flow",
 }
 FIGSIZE = (7.0, 3.6)
 WIDE = (10.0, 3.6)
@@ -51,56 +50,9 @@ def label(model: str) -> str:
     return text + " (random init)" if model.endswith(":random") else text
 
 
-@lru_cache(maxsize=1)
-def git_commit() -> str:
-    """Short commit of the working tree (``+dirty`` when it has uncommitted changes)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
-                             capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               text=True, capture_output=True, check=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def provenance(cfg, seeds=None, checkpoints: dict | None = None, **extra) -> str:
-    """One line saying what produced a figure: profile, changed parameters, seeds,
-    checkpoint hashes (name -> cache key) and the git commit."""
-    parts = [f"profile `{cfg.name}`"]
-    diff = cfg.differences()
-    if diff:
-        parts.append("overrides " + ", ".join(f"{k}={v}" for k, v in sorted(diff.items())))
-    parts.append(f"seed(s) {seeds if seeds is not None else cfg.seed}")
-    if checkpoints:
-        parts.append("checkpoints " + ", ".join(f"{k}@{v}" for k, v in sorted(checkpoints.items())))
-    for key, value in extra.items():
-        parts.append(f"{key} {value}")
-    parts.append(f"commit `{git_commit()}`")
-    return "Provenance: " + "; ".join(parts) + "."
-
-
-def show_provenance(cfg, **kwargs) -> None:
-    """Display the provenance line as Markdown under the figure (plain text outside Jupyter).
-    Under the book runner (``$ANALYSIS_CHAPTER`` set) the line is also appended to
-    ``<run dir>/provenance/<chapter>.jsonl``, which the runner stores in the run manifest."""
-    line = provenance(cfg, **kwargs)
-    chapter = os.environ.get("ANALYSIS_CHAPTER")
-    if chapter:
-        import json
-
-        from .book import run_dir
-        path = run_dir() / "provenance" / f"{chapter}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(json.dumps({"provenance": line, "profile": cfg.name, "overrides": cfg.differences()},
-                               default=str) + "\n")
-    try:
-        from IPython.display import Markdown, display
-        display(Markdown(f"<small>{line}</small>"))
-    except ImportError:  # pragma: no cover
-        print(line)
+def task_label(task: str) -> str:
+    """The reader's name of a fine-tuning or probing task."""
+    return TASK_LABELS.get(task, task)
 
 
 def finish(fig=None) -> None:
@@ -113,7 +65,6 @@ def finish(fig=None) -> None:
 def draw_ast(parsed, ax=None, edges=True, max_label: int = 12):
     """Draw a parsed function's syntax tree (leaves = code tokens, left to right) with its
     data-flow edges as arcs under the leaves (comesFrom blue, computedFrom orange)."""
-    from matplotlib.patches import FancyArrowPatch
 
     ax = ax or plt.gca()
     n_nodes = len(parsed._node_parent)

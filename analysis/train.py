@@ -3,13 +3,13 @@
 Every model sees the same data in the same order (seeded), the same masking (BERT's
 80/10/10 at ``cfg.mask_prob``), batch size, steps, optimiser (AdamW), schedule (linear
 warm-up then linear decay) and seed. ``fit`` is shared with fine-tuning
-(``analysis.finetune``). Runs through ``accelerate``, so ``accelerate launch`` spreads it over
-GPUs; on this CPU it is a plain loop.
+(``analysis.finetune``); ``Batches`` is the one batch iterator of both. Runs through
+``accelerate``, so ``accelerate launch`` spreads it over GPUs; on this CPU it is a plain loop.
 
-Checkpoints are artifacts of the cache (``analysis.cache``), keyed by the model name and the
-profile fields that shape the model, the data and the training. Partial state is saved to the
-artifact's scratch directory every ``CHECKPOINT_EVERY`` steps, so an interrupted run resumes;
-a finished checkpoint that fails to load is reported and retrained, never used.
+``pretrain_into(model, cfg, out, state_dir)`` trains one model and writes its checkpoint;
+caching and training on demand are ``analysis.checkpoints``' job. ``pretrain_key`` and
+``random_key`` name a pretrained and a random-init encoder in every cache key. Partial state
+goes to ``state_dir`` every ``CHECKPOINT_EVERY`` steps, so an interrupted run resumes.
 
 The *unigram baseline* is the cross-entropy of predicting each masked token from the corpus
 unigram distribution alone, H = -sum_w p(w) log p(w): a model that learned nothing about
@@ -17,7 +17,6 @@ context scores about this much.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -27,9 +26,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .cache import artifact_dir, cached, config_key, scratch_dir, write_json_atomic
+from accelerate import Accelerator
+from tqdm.auto import tqdm
 
-PRETRAIN_VERSION = "1"
+from . import models
+from .cache import config_key, write_json_atomic
+from .data import finetune_dataset, load_tokenizer, pretraining_texts
+from .data.tokenizer import tokenizer_key
+from .workers import in_worker
+
+PRETRAIN_VERSION = "2"  # 2: base model + head (state-dict keys ``codessm.*``, ``bimamba.*``), RoCoder's own model_type
 CHECKPOINT_EVERY = 100
 MODEL_FIELDS = ("d_model", "n_layers", "d_state", "n_kernels", "hf_conv_width", "n_heads",
                 "mamba_d_state", "mamba_expand", "mamba_d_conv", "dropout")
@@ -38,8 +44,13 @@ TRAIN_FIELDS = ("pretrain_steps", "batch_size", "lr", "weight_decay", "warmup_st
 
 
 def pretrain_key(model_name: str, cfg) -> dict:
-    from .data.tokenizer import tokenizer_key
+    """What names a pretrained encoder: model, tokenizer (corpus), architecture and training."""
     return {"model": model_name, **tokenizer_key(cfg), **cfg.subset(*MODEL_FIELDS, *TRAIN_FIELDS)}
+
+
+def random_key(model_name: str, cfg) -> dict:
+    """What names a random-init encoder: its architecture, vocabulary and seed."""
+    return {"random": model_name, **cfg.subset("vocab_size", "seed", *MODEL_FIELDS)}
 
 
 def mask_tokens(ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: int, prob: float,
@@ -70,11 +81,6 @@ def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weig
     """The shared loop: AdamW + linear warm-up/decay for ``steps`` steps over ``batches``
     (an iterator that can be fast-forwarded by ``skip(n)``), resuming from ``state_dir``.
     Returns the log (step, loss, seconds)."""
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    from .workers import in_worker
-
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -126,20 +132,20 @@ def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weig
     return pd.DataFrame(rows, columns=["step", "loss", "seconds"])
 
 
-class SequenceBatches:
-    """Endless seeded batches of tokenised texts (each text truncated to ``max_length``),
-    reshuffled every epoch; ``skip(n)`` fast-forwards n batches (for resuming)."""
+class Batches:
+    """Endless seeded batches of ``items``, reshuffled every epoch, each passed through
+    ``collate`` (the list itself by default); ``skip(n)`` fast-forwards n batches (resuming)."""
 
-    def __init__(self, encoded: list[list[int]], batch_size: int, seed: int, pad_id: int):
-        if not encoded:
-            raise ValueError("no training sequences")
-        self.encoded, self.batch_size, self.pad_id = encoded, batch_size, pad_id
+    def __init__(self, items: list, batch_size: int, seed: int, collate: Callable = list):
+        if not items:
+            raise ValueError("no training items")
+        self.items, self.batch_size, self.collate = items, min(batch_size, len(items)), collate
         self.rng = np.random.default_rng(seed)
-        self.order, self.pos = self.rng.permutation(len(encoded)), 0
+        self.order, self.pos = self.rng.permutation(len(items)), 0
 
     def _indices(self):
         if self.pos + self.batch_size > len(self.order):
-            self.order, self.pos = self.rng.permutation(len(self.encoded)), 0
+            self.order, self.pos = self.rng.permutation(len(self.items)), 0
         idx = self.order[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
         return idx
@@ -152,14 +158,20 @@ class SequenceBatches:
         return self
 
     def __next__(self):
-        seqs = [self.encoded[i] for i in self._indices()]
+        return self.collate([self.items[i] for i in self._indices()])
+
+
+def padded(pad_id: int) -> Callable:
+    """A collate function: token-id lists -> (ids, attention mask), both r(B L), right-padded."""
+    def collate(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         L = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), L), self.pad_id, dtype=torch.long)
+        ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), L), dtype=torch.long)
         for k, s in enumerate(seqs):
             ids[k, :len(s)] = torch.tensor(s)
             mask[k, :len(s)] = 1
         return ids, mask
+    return collate
 
 
 def unigram_entropy(encoded: list[list[int]], special_ids: set[int]) -> float:
@@ -173,7 +185,7 @@ def mlm_loss(model, encoded: list[list[int]], tokenizer, cfg, seed: int = 1234) 
     """Mean masked-token cross-entropy on ``encoded`` with fixed, seeded masks."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    batches = SequenceBatches(encoded, min(cfg.batch_size, len(encoded)), seed, tokenizer.pad_token_id)
+    batches = Batches(encoded, cfg.batch_size, seed, padded(tokenizer.pad_token_id))
     total, count = 0.0, 0
     for _ in range(max(1, math.ceil(len(encoded) / batches.batch_size))):
         ids, mask = next(batches)
@@ -194,10 +206,11 @@ def _encode(tokenizer, texts, max_length):
     return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
 
 
-def _build(model_name: str, cfg, out: Path, texts=None, tokenizer=None, valid_texts=None) -> None:
-    from . import models
-    from .data import finetune_dataset, load_tokenizer, pretraining_texts
-
+def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts=None, tokenizer=None,
+                  valid_texts=None, key: dict | None = None) -> None:
+    """Pretrain ``model_name`` under ``cfg`` with masked-LM and write its checkpoint (weights,
+    tokenizer, ``log.csv``, ``meta.json`` with the held-out MLM loss and the unigram baseline)
+    to ``out``. ``texts``, ``tokenizer``, ``valid_texts`` replace the profile's data (tests)."""
     tokenizer = tokenizer or load_tokenizer(cfg)
     texts = texts if texts is not None else pretraining_texts(cfg)
     if valid_texts is None:
@@ -205,7 +218,7 @@ def _build(model_name: str, cfg, out: Path, texts=None, tokenizer=None, valid_te
     encoded = _encode(tokenizer, texts, cfg.max_length)
     model = models.build(model_name, cfg, len(tokenizer), tokenizer.pad_token_id)
     gen = torch.Generator().manual_seed(cfg.seed)
-    batches = SequenceBatches(encoded, cfg.batch_size, cfg.seed, tokenizer.pad_token_id)
+    batches = Batches(encoded, cfg.batch_size, cfg.seed, padded(tokenizer.pad_token_id))
 
     def loss_fn(m, batch):
         ids, mask = batch
@@ -213,9 +226,8 @@ def _build(model_name: str, cfg, out: Path, texts=None, tokenizer=None, valid_te
                                      len(tokenizer), cfg.mask_prob, gen)
         return m(input_ids=inputs, attention_mask=mask, labels=labels).loss
 
-    key = pretrain_key(model_name, cfg)
     log = fit(model, batches, loss_fn, cfg.pretrain_steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
-              scratch_dir("pretrain", key, PRETRAIN_VERSION), cfg.log_every, desc=f"pretraining {model_name}")
+              state_dir, cfg.log_every, desc=f"pretraining {model_name}")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     log.to_csv(out / "log.csv", index=False)
@@ -224,38 +236,5 @@ def _build(model_name: str, cfg, out: Path, texts=None, tokenizer=None, valid_te
             "train_seconds": float(log["seconds"].iloc[-1]) if len(log) else 0.0,
             "unigram_entropy": unigram_entropy(encoded, set(tokenizer.all_special_ids)),
             "valid_mlm_loss": mlm_loss(model, valid, tokenizer, cfg) if valid else None,
-            "train_sequences": len(encoded), "key": config_key(key, PRETRAIN_VERSION)}
+            "train_sequences": len(encoded), "key": config_key(key or pretrain_key(model_name, cfg), PRETRAIN_VERSION)}
     write_json_atomic(out / "meta.json", meta)
-
-
-def _verify(path: Path) -> Path:
-    """A cache hit: the checkpoint's config and weights header read and its metadata parse
-    (a corrupt artifact is then rebuilt by ``cached``)."""
-    from .models import check_checkpoint
-    check_checkpoint(path)
-    json.loads((path / "meta.json").read_text())
-    return path
-
-
-def pretrain(model_name: str, cfg, texts=None, tokenizer=None, valid_texts=None) -> Path:
-    """The pretrained checkpoint directory of ``model_name`` under ``cfg`` (trained once)."""
-    from .models import _check_name
-    _check_name(model_name)
-    key = pretrain_key(model_name, cfg)
-    if texts is not None:  # injected data (tests): key it by its content too
-        key = {**key, "texts": config_key({"t": list(texts)})}
-    return cached("pretrain", key, lambda out: _build(model_name, cfg, out, texts, tokenizer, valid_texts),
-                  _verify, PRETRAIN_VERSION)
-
-
-def pretraining_log(model_name: str, cfg) -> pd.DataFrame:
-    path = pretrain(model_name, cfg)
-    return pd.read_csv(path / "log.csv")
-
-
-def pretraining_meta(model_name: str, cfg) -> dict:
-    return json.loads((pretrain(model_name, cfg) / "meta.json").read_text())
-
-
-def checkpoint_hash(model_name: str, cfg) -> str:
-    return artifact_dir("pretrain", pretrain_key(model_name, cfg), PRETRAIN_VERSION).name

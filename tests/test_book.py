@@ -118,10 +118,10 @@ def test_chapter_parameters_and_provenance_reach_the_manifest(tmp_path, run_dir)
     src.mkdir()
     path = src / "01_params.md"
     path.write_text(HEADER.replace('overrides = {}\n', 'overrides = {}\nwidths = [3, 5]\nsmooth = True\n') +
-                    "\n```{code-cell} ipython3\nfrom analysis import config, plots\n"
+                    "\n```{code-cell} ipython3\nfrom analysis import config, provenance\n"
                     "cfg = config.profile(profile, **overrides)\n"
                     "assert widths == [7] and smooth is False, (widths, smooth)\n"
-                    "plots.show_provenance(cfg, widths=widths)\n```\n")
+                    "provenance.show('01_params', cfg, widths=widths)\n```\n")
     assert book.chapter_parameters(path) == {"profile": "default", "overrides": {}, "widths": [3, 5],
                                              "smooth": True}
     overrides, params = book.split_parameters([["seeds", "2"], ["widths", "[7]"], ["smooth", "False"]], [path])

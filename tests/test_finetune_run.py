@@ -3,21 +3,23 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import config
-from analysis.finetune import evaluate, finetune, load_finetuned
-from analysis.finetune.experiment import ExampleBatches
+from analysis import checkpoints, config
+from analysis.checkpoints import finetuned as finetune
+from analysis.evaluation import evaluate
+from analysis.finetune import load_finetuned
+from analysis.train import Batches
 
 
 def test_example_batches_are_seeded_and_skippable():
-    a = ExampleBatches(list(range(10)), 3, seed=1)
-    b = ExampleBatches(list(range(10)), 3, seed=1)
+    a = Batches(list(range(10)), 3, seed=1)
+    b = Batches(list(range(10)), 3, seed=1)
     first = [next(a) for _ in range(5)]
     b.skip(2)
     assert [next(b) for _ in range(3)] == first[2:]
     assert all(len(x) == 3 for x in first)
     assert sorted(sum(first[:3], [])) == sorted(set(sum(first[:3], [])))  # no repeat within an epoch
-    with pytest.raises(ValueError, match="at least 2"):
-        ExampleBatches([1], 4, seed=0)
+    with pytest.raises(ValueError, match="no training items"):
+        Batches([], 4, seed=0)
 
 
 def test_unknown_task_and_model_are_clear_errors():
@@ -33,7 +35,7 @@ def test_unknown_task_and_model_are_clear_errors():
 def test_finetuned_checkpoint_reloads_with_identical_outputs(task):
     from transformers import AutoModelForMaskedLM
     cfg = config.profile("smoke", finetune_steps=3)
-    path = finetune("codessm", task, cfg, pretrained=False)
+    path = finetune("codessm", task, cfg, from_pretrained=False)
     net, tok, head = load_finetuned(path)
     again = AutoModelForMaskedLM.from_pretrained(str(path)).eval()
     ids = tok(["def f(x):\n    return x + 1\n"], return_tensors="pt")
@@ -43,11 +45,10 @@ def test_finetuned_checkpoint_reloads_with_identical_outputs(task):
     assert torch.equal(a.hidden_states[-1], b.hidden_states[-1])
     assert (head is not None) == (task == "types")
     # fine-tuning moved the weights away from the random initialisation it started from
-    from analysis import models
-    start, _ = models.load("codessm", cfg, pretrained=False, seed=cfg.seed)
+    start, _ = checkpoints.load("codessm", cfg, from_pretrained=False, seed=cfg.seed)
     moved = [not torch.equal(p, q) for p, q in zip(start.state_dict().values(), again.state_dict().values())]
     assert any(moved)
-    scores = evaluate("codessm", task, cfg, pretrained=False)
+    scores = evaluate("codessm", task, cfg, from_pretrained=False)
     if task == "search":
         assert 0 < scores["mrr"] <= 1 and scores["pool"] >= 2
         assert scores["mrr_distractors"] >= scores["mrr"] - 1e-12  # fewer candidates, never worse
@@ -56,14 +57,15 @@ def test_finetuned_checkpoint_reloads_with_identical_outputs(task):
 
 
 def test_each_seed_is_its_own_run():
-    from analysis.finetune.experiment import finetune_key
+    from analysis.finetune import finetune_key
     from analysis.cache import config_key
     cfg = config.profile("smoke")
-    keys = {config_key(finetune_key("codessm", "search", cfg, s, True), "v") for s in range(3)}
+    base = checkpoints.base_key("codessm", cfg, True)
+    keys = {config_key(finetune_key(base, "search", cfg, s), "v") for s in range(3)}
     assert len(keys) == 3
     # the profile's seed (which draws the corpus) and the run's seed are different fields
-    assert finetune_key("codessm", "search", cfg, 5, True)["finetune_seed"] == 5
-    assert finetune_key("codessm", "search", cfg, 5, True)["seed"] == cfg.seed
+    assert finetune_key(base, "search", cfg, 5)["finetune_seed"] == 5
+    assert finetune_key(base, "search", cfg, 5)["seed"] == cfg.seed
 
 
 @pytest.mark.slow
@@ -73,13 +75,15 @@ def test_runs_in_worker_processes_equal_runs_in_process(monkeypatch):
     import shutil
 
     from analysis.cache import artifact_dir
-    from analysis.finetune.experiment import EVAL_VERSION, FT_RUN_VERSION, _scores_key, finetune_key, scores
+    from analysis.evaluation import EVAL_VERSION, _scores_key, scores
+    from analysis.finetune import FT_RUN_VERSION, finetune_key
     cfg = config.profile("smoke", finetune_steps=3, finetune_lr=1.25e-3)  # keys of this test only
     runs = [("codessm", t, cfg.seed, p) for t in ("search", "types") for p in (True, False)]
     tables = {}
     for n in ("1", "2"):
         for m, t, s, p in runs:  # both loops train from scratch
-            shutil.rmtree(artifact_dir("finetune", finetune_key(m, t, cfg, s, p), FT_RUN_VERSION), ignore_errors=True)
+            key = finetune_key(checkpoints.base_key(m, cfg, p), t, cfg, s)
+            shutil.rmtree(artifact_dir("finetune", key, FT_RUN_VERSION), ignore_errors=True)
             shutil.rmtree(artifact_dir("finetune-scores", _scores_key(m, t, cfg, s, p), EVAL_VERSION), ignore_errors=True)
         monkeypatch.setenv("ANALYSIS_WORKERS", n)
         df = scores(["codessm"], ["search", "types"], cfg, seeds=1, progress=False)

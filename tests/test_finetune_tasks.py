@@ -8,7 +8,7 @@ from analysis.finetune import tasks
 
 class TinyEncoder(nn.Module):
     """Embedding + one linear layer, answering like the project's masked-LM models with hidden
-    states (``base_model`` is itself; ``lm_head=False`` is accepted, there is no head)."""
+    states (``base_model`` is itself, there is no head)."""
 
     def __init__(self, vocab=50, dim=16):
         super().__init__()
@@ -19,7 +19,7 @@ class TinyEncoder(nn.Module):
     def base_model(self):
         return self
 
-    def forward(self, input_ids, attention_mask=None, output_hidden_states=True, lm_head=True):
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=True):
         h0 = self.emb(input_ids)
         return SimpleNamespace(hidden_states=(h0, torch.tanh(self.lin(h0))))
 

@@ -107,13 +107,13 @@ def test_codessm_kernels_match_the_transfer_function(name):
     assert H.shape == s.response.shape
     assert _rel(s.response, H) < 1e-4                                    # the truncated closed form, any dt
     with torch.no_grad():                                                # dt = 2: |dA| = e^{-1}, decayed within L
-        for layer in model.layers:
+        for layer in model.base_model.layers:
             for ssm in (layer.ssm_f, layer.ssm_b):
                 ssm.kernel.log_dt.fill_(math.log(2.0))
     s = spectrum(model.kernels(L), n_fft=128)
     assert _rel(s.response, transfer_function(model.discrete_modes(), s.freqs)) < 1e-4
     with torch.no_grad():                                                # dA underflows to 0: one tap
-        model.layers[0].ssm_f.kernel.log_A_real.fill_(30.0)
+        model.base_model.layers[0].ssm_f.kernel.log_A_real.fill_(30.0)
     s = spectrum(model.kernels(L), n_fft=128)
     H = transfer_function(model.discrete_modes(), s.freqs, length=L)
     assert torch.isfinite(H).all() and _rel(s.response, H) < 1e-4
@@ -163,7 +163,7 @@ def test_hidden_attention_reproduces_the_selective_scan(sharpen):
     model = build("bimamba", SMOKE, VOCAB).eval()
     if sharpen:  # larger |A| and step sizes: the decay matters over a few tokens
         with torch.no_grad():
-            for layer in model.layers:
+            for layer in model.base_model.layers:
                 for mixer in (layer.mixer_f, layer.mixer_b):
                     mixer.A_log.add_(1.0)
                     mixer.dt_proj.bias.add_(3.0)
@@ -222,12 +222,12 @@ def test_lti_kernels_and_median_step_size():
     di = SMOKE.d_model * SMOKE.mamba_expand
     assert delta.shape == (di,) and (delta > 0).all()
     raw = model.scan_inputs(ids, mask)[1]["forward"]["delta"]
-    dt = F.softplus(raw + model.layers[1].mixer_f.dt_proj.bias[:, None])
+    dt = F.softplus(raw + model.base_model.layers[1].mixer_f.dt_proj.bias[:, None])
     assert torch.allclose(delta[0], dt[:, 0][mask.bool()].median())
     K = lti_kernels(model, 1, "forward", delta, 20)
     assert K.shape == (di, 20)
     assert torch.allclose(K[:, 0], torch.full((di,), float(SMOKE.mamba_d_state)))
-    A = -torch.exp(model.layers[1].mixer_f.A_log)
+    A = -torch.exp(model.base_model.layers[1].mixer_f.A_log)
     assert torch.allclose(K[4, 7], torch.exp(7 * delta[4] * A[4]).sum())
     assert (K[:, 1:] <= K[:, :-1]).all()                               # pure decay
     # the effective kernel of the attention goes through the spectrum

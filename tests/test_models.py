@@ -5,7 +5,7 @@ import torch
 
 from analysis import config
 from analysis.models import MODELS, build, load_checkpoint, trainable_parameters
-from analysis.models.codessm import reverse_padded
+from analysis.models.encoder import reverse_padded
 from analysis.models.s4d import S4DKernel, fft_conv
 
 SMOKE = config.profile("smoke")
@@ -78,7 +78,7 @@ def test_receptive_field_is_the_kernel_support():
     far[0, 12] = (far[0, 12] + 1 - 5) % (VOCAB - 5) + 5
     assert not torch.equal(_out(model, ids)[0, 3], _out(model, far)[0, 3])  # full support: it changes
     with torch.no_grad():  # a kernel of support {0}: dA = exp(dt A) underflows to 0
-        for layer in model.layers:
+        for layer in model.base_model.layers:
             for ssm in (layer.ssm_f, layer.ssm_b):
                 ssm.kernel.log_A_real.fill_(30.0)
     assert torch.equal(_out(model, ids)[0, 3], _out(model, far)[0, 3])
@@ -91,9 +91,9 @@ def test_bimamba_is_causal_per_direction_and_bidirectional_as_a_whole():
     later, earlier = ids.clone(), ids.clone()
     later[0, 10] = later[0, 10] % 50 + 6
     earlier[0, 2] = earlier[0, 2] % 50 + 6
-    layer = model.layers[0]
+    layer = model.base_model.layers[0]
     with torch.no_grad():
-        h = lambda x: layer.norm(model.embeddings(x))
+        h = lambda x: layer.norm(model.base_model.embeddings(x))
         f_ids, f_later = layer.mixer_f(h(ids)), layer.mixer_f(h(later))
         assert torch.allclose(f_ids[0, :10], f_later[0, :10], atol=1e-6)      # forward: causal
         assert not torch.allclose(f_ids[0, 10:], f_later[0, 10:])
@@ -155,7 +155,7 @@ def test_hf_path_with_zero_weights_is_codessm():
     ids = _ids()
     assert torch.equal(_out(hf, ids), _out(one, ids))
     with torch.no_grad():
-        hf.layers[0].hf_f.weight.normal_()
+        hf.base_model.layers[0].hf_f.weight.normal_()
     assert not torch.equal(_out(hf, ids), _out(one, ids))
 
 
@@ -172,8 +172,9 @@ def test_rocoder_sinusoidal_table_is_transformers_table_exactly(n_pos, dim):
     from transformers.models.roformer.modeling_roformer import RoFormerSinusoidalPositionalEmbedding
     from analysis.models import rocoder
     module = RoFormerSinusoidalPositionalEmbedding(n_pos, dim)
-    assert torch.equal(rocoder._slow_create_weight(module), rocoder.sinusoidal_table(n_pos, dim))
     assert torch.equal(module.create_weight(), rocoder.sinusoidal_table(n_pos, dim))
+    ours = rocoder.RoCoderSinusoidalPositionalEmbedding(n_pos, dim)
+    assert torch.equal(ours.create_weight(), rocoder.sinusoidal_table(n_pos, dim))
 
 
 def test_rocoder_sdpa_attention_equals_transformers_eager_attention(monkeypatch):
@@ -183,14 +184,14 @@ def test_rocoder_sdpa_attention_equals_transformers_eager_attention(monkeypatch)
 
     from analysis.models import rocoder
     torch.manual_seed(0)
-    net = rocoder.build_rocoder(rocoder.rocoder_config(100, 32, 2, 4, 64)).eval()
+    net = rocoder.RoCoderForMaskedLM(rocoder.rocoder_config(100, 32, 2, 4, 64)).eval()
     ids = torch.randint(5, 100, (3, 40))
     mask = torch.ones_like(ids)
     mask[1, 25:], mask[2, 10:] = 0, 0
     with torch.no_grad():
         fast = net(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         probs = net(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
-        monkeypatch.setattr(modeling_roformer.RoFormerSelfAttention, "forward", rocoder._eager_self_attention)
+        monkeypatch.setattr(rocoder.RoCoderSelfAttention, "forward", modeling_roformer.RoFormerSelfAttention.forward)
         eager = net(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
     for a, b in zip(fast, eager):
         assert torch.allclose(a, b, atol=1e-5)
@@ -210,8 +211,8 @@ def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("name", ["codessm", "rocoder", "bimamba"])
 def test_encoder_states_skip_the_head_and_equal_the_full_forward(name):
-    """The head-free path gives exactly the hidden states of the full masked-LM forward, on a
-    padded batch, and its MLM loss path refuses to run without the head."""
+    """The head-free path (the base model alone) gives exactly the hidden states of the full
+    masked-LM forward, on a padded batch."""
     from analysis.models import encoder_states
 
     model = build(name, SMOKE, VOCAB).eval()
@@ -224,6 +225,48 @@ def test_encoder_states_skip_the_head_and_equal_the_full_forward(name):
     assert len(bare) == len(full) == SMOKE.n_layers + 1
     for a, b in zip(full, bare):
         assert torch.equal(a, b)
-    if name != "rocoder":
-        with pytest.raises(ValueError, match="LM head"):
-            model(input_ids=ids, labels=ids, lm_head=False)
+
+
+@pytest.mark.parametrize("name", ["codessm", "rocoder", "bimamba"])
+def test_auto_classes_load_each_family_as_base_model_and_masked_lm(name, tmp_path):
+    """``AutoModel`` gives the base model and ``AutoModelForMaskedLM`` the head on top, from one
+    saved checkpoint; weights (perturbed away from any initialisation) and outputs round-trip."""
+    from transformers import AutoModel, AutoModelForMaskedLM
+
+    model = build(name, SMOKE, VOCAB).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.save_pretrained(tmp_path)
+    head = AutoModelForMaskedLM.from_pretrained(str(tmp_path)).eval()
+    base = AutoModel.from_pretrained(str(tmp_path)).eval()
+    assert type(head) is type(model) and type(base) is type(model.base_model)
+    for key, value in model.state_dict().items():
+        assert torch.equal(head.state_dict()[key], value), key
+    ids = _ids(2, 12, seed=3)
+    with torch.no_grad():
+        want = model(input_ids=ids, output_hidden_states=True).hidden_states
+        got = base(input_ids=ids, output_hidden_states=True).hidden_states
+    for a, b in zip(want, got):
+        assert torch.equal(a, b)
+
+
+def test_loading_weights_that_do_not_fit_the_config_is_an_error(tmp_path):
+    """A config naming another family, or more layers than the weights hold, is refused with the
+    names of the missing weights, not loaded as a partly random model."""
+    import json
+
+    from analysis.data import load_tokenizer
+    tok = load_tokenizer(SMOKE)
+    model = build("codessm", SMOKE, len(tok))
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    assert isinstance(load_checkpoint(tmp_path)[0], type(model))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "n_layers": cfg["n_layers"] + 1}))
+    with pytest.raises(ValueError, match="missing_keys.*codessm.layers.2"):
+        load_checkpoint(tmp_path)
+    other = build("bimamba", SMOKE, len(tok)).config.to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="do not fit"):
+        load_checkpoint(tmp_path)

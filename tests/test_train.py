@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from analysis import config
-from analysis.train import SequenceBatches, linear_schedule, mask_tokens
+from analysis.train import Batches, linear_schedule, mask_tokens, padded
 
 
 def test_masking_follows_bert_proportions():
@@ -31,7 +31,7 @@ def test_schedule_warms_up_then_decays():
 
 def test_batches_are_seeded_and_skippable():
     seqs = [[i + 5] * (i % 7 + 1) for i in range(50)]
-    a, b = SequenceBatches(seqs, 4, seed=1, pad_id=0), SequenceBatches(seqs, 4, seed=1, pad_id=0)
+    a, b = Batches(seqs, 4, 1, padded(0)), Batches(seqs, 4, 1, padded(0))
     first = [next(a) for _ in range(20)]
     b.skip(13)
     assert torch.equal(next(b)[0], first[13][0])
@@ -43,13 +43,13 @@ def test_batches_are_seeded_and_skippable():
 @pytest.mark.parametrize("name", ["codessm", "rocoder", "bimamba"])
 def test_smoke_pretraining_beats_the_unigram_baseline(name):
     """Uses the shared artifact cache: the smoke chapters reuse these checkpoints."""
-    from analysis.train import pretraining_meta
+    from analysis.checkpoints import pretraining_meta
     meta = pretraining_meta(name, config.profile("smoke"))
     assert meta["valid_mlm_loss"] < meta["unigram_entropy"] - 0.1, meta
 
 
 def test_interrupted_pretraining_resumes(cache_dir, monkeypatch):
-    from analysis.train import pretrain, pretraining_log
+    from analysis.checkpoints import pretrained as pretrain
     from analysis import cache
     from analysis.train import PRETRAIN_VERSION, pretrain_key
     from tokenizers import Tokenizer, models as tm, pre_tokenizers, trainers

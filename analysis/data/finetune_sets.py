@@ -22,22 +22,16 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from ..cache import cached
 from .corpus import corpus_key, load_corpus
 from .parse import CodeParseError, parse_tree
 from .splits import assign_splits
+from .tokenizer import load_tokenizer
 
 TASKS = ("search", "long_search", "types")
 FT_VERSION = "1"
-
-
-def pretraining_texts(cfg) -> list[str]:
-    """Codes of the training-split functions, in a seeded order."""
-    corpus = load_corpus(cfg)
-    split = assign_splits(corpus, cfg.seed)
-    texts = [fn.code for fn in corpus.functions if split[fn.id] == "train"]
-    random.Random(cfg.seed).shuffle(texts)
-    return texts
 
 
 def query_of(docstring: str) -> str | None:
@@ -91,8 +85,6 @@ def strip_annotations(code: str):
 
 
 def _build(cfg, out: Path) -> None:
-    from tqdm.auto import tqdm
-
     corpus = load_corpus(cfg)
     split = assign_splits(corpus, cfg.seed)
     rng = random.Random(cfg.seed)
@@ -109,7 +101,6 @@ def _build(cfg, out: Path) -> None:
         if stripped is not None:
             data["types"][s].append({"id": fn.id, "code": stripped[0], "annotations": stripped[1]})
     # long-context retrieval: the longest search functions, by the project's tokenizer
-    from .tokenizer import load_tokenizer
     tok = load_tokenizer(cfg)
     threshold = int(cfg.long_context_factor * cfg.max_length)
     for s, rows in data["search"].items():

@@ -13,6 +13,8 @@ import hashlib
 import random
 from collections import Counter
 
+from .corpus import load_corpus
+
 TEST_SHARE, VALID_SHARE, MAX_SHARE = 0.15, 0.05, 0.30
 
 
@@ -44,3 +46,19 @@ def assign_splits(corpus, seed: int) -> dict[str, str]:
             split_of_unit[u] = name
             filled[name] += sizes[u]
     return {fid: split_of_unit.get(u, "train") for fid, u in unit_of.items()}
+
+
+def split_texts(cfg, split: str) -> list[str]:
+    """Codes of the functions of ``split`` ("train", "valid", "test"), in corpus order."""
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"unknown split {split!r}; splits: train, valid, test")
+    corpus = load_corpus(cfg)
+    of = assign_splits(corpus, cfg.seed)
+    return [fn.code for fn in corpus.functions if of[fn.id] == split]
+
+
+def pretraining_texts(cfg) -> list[str]:
+    """Codes of the training-split functions, in a seeded order: the pretraining corpus."""
+    texts = split_texts(cfg, "train")
+    random.Random(cfg.seed).shuffle(texts)
+    return texts

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
 from ..cache import artifact_dir, cached
+from .corpus import corpus_key
+from .splits import pretraining_texts
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
 TOKENIZER_VERSION = "1"
 
 
 def tokenizer_key(cfg) -> dict:
-    from .corpus import corpus_key
     return {**corpus_key(cfg), **cfg.subset("vocab_size")}
 
 
 def _build(cfg, out: Path) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from .finetune_sets import pretraining_texts
-
     texts = pretraining_texts(cfg)
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -41,8 +40,6 @@ def _build(cfg, out: Path) -> None:
 
 def load_tokenizer(cfg):
     """The project's tokenizer for ``cfg`` (trained once, then cached)."""
-    from transformers import AutoTokenizer
-
     return cached("tokenizer", tokenizer_key(cfg), lambda out: _build(cfg, out),
                   lambda path: AutoTokenizer.from_pretrained(str(path)), TOKENIZER_VERSION)
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..models import encoder_states
 
@@ -61,7 +62,6 @@ def embed(model, tokenizer, texts: list[str], max_length: int | None, batch_size
           progress: bool = False, layer: int = -1) -> torch.Tensor:
     """Normalised mean-pooled embeddings of ``texts``: [n, dim], from the last hidden layer
     (``layer=0``: the token embeddings alone, before any layer mixes in context)."""
-    from tqdm.auto import tqdm
 
     model.eval()
     order = np.argsort([len(t) for t in texts])  # similar lengths share a batch

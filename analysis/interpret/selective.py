@@ -138,7 +138,7 @@ def effective_kernels(alpha: torch.Tensor, attention_mask: torch.Tensor | None =
 
 
 def _mixer(model, layer: int, direction):
-    lay = model.layers[layer]
+    lay = model.base_model.layers[layer]
     return lay.mixer_f if _direction(direction) == "forward" else lay.mixer_b
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import wilcoxon
 
 STATISTICS = ("centroid", "low_freq_fraction", "effective_length")
 DEFAULT_NAMES = ("layer", "direction", "kernel")
@@ -209,7 +210,6 @@ def spectral_shift(before, after, f0: float = 0.05, pool_layers: bool = False, m
     otherwise p_value and the interval are NaN and ``test`` reads "n too small (n=... < 6)".
     All differences zero: p_value 1, interval [0, 0], test "no change". Statistics are those
     of ``spectrum(..., f0)``: centroid, low_freq_fraction, effective_length."""
-    from scipy.stats import wilcoxon
 
     b, a = _as_numpy(before), _as_numpy(after)
     if b.shape != a.shape or b.ndim != 4:

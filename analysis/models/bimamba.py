@@ -12,6 +12,9 @@ mixer follows ``mamba_ssm.modules.mamba_simple.Mamba`` with the same parameter n
     [dt, B, C] = x_proj(x);  delta = dt_proj.weight @ dt
     y = selective_scan(x, delta, A=-exp(A_log), B, C, D, z, delta_bias=dt_proj.bias, softplus)
     out = out_proj(y)
+
+``BiMambaModel`` is the encoder (Hugging Face's base model); ``BiMambaForMaskedLM`` holds it as
+``bimamba`` (``base_model_prefix``) with an untied LM head on top.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .codessm import init_standard, masked_lm_forward, reverse_padded
+from .encoder import encoder_forward, init_standard, masked_lm_output, reverse_padded
 from .scan import selective_scan
 
 
@@ -109,18 +112,22 @@ class BiMambaPreTrainedModel(PreTrainedModel):
             init_standard(module, self.config.initializer_range)
 
 
-class BiMambaForMaskedLM(BiMambaPreTrainedModel):
+class BiMambaModel(BiMambaPreTrainedModel):
+    """The BiMamba encoder: embeddings, bidirectional Mamba layers, final LayerNorm."""
+
     def __init__(self, config: BiMambaConfig):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.d_model)
         self.layers = nn.ModuleList(BiMambaLayer(config) for _ in range(config.n_layers))
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
         self.post_init()
 
-    def forward(self, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
-                return_dict=True, lm_head=True, **kwargs):
-        return masked_lm_forward(self, input_ids, attention_mask, labels, output_hidden_states, lm_head)
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False, return_dict=True, **kwargs):
+        # input_ids: [batch, length]
+        return encoder_forward(self, input_ids, attention_mask, output_hidden_states)
 
     @torch.no_grad()
     def scan_inputs(self, input_ids, attention_mask=None) -> list[dict]:
@@ -138,3 +145,24 @@ class BiMambaForMaskedLM(BiMambaPreTrainedModel):
                         "backward": layer.mixer_b.scan_inputs(reverse_padded(h, lengths))})
             x = layer(x, mask, lengths) * mask
         return out
+
+
+class BiMambaForMaskedLM(BiMambaPreTrainedModel):
+    """BiMamba with a masked-language-modelling head (untied) on ``last_hidden_state``."""
+
+    def __init__(self, config: BiMambaConfig):
+        super().__init__(config)
+        self.bimamba = BiMambaModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def forward(self, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
+                return_dict=True, **kwargs):
+        return masked_lm_output(self.lm_head, self.bimamba(input_ids, attention_mask, output_hidden_states), labels)
+
+    def scan_inputs(self, input_ids, attention_mask=None) -> list[dict]:
+        """``BiMambaModel.scan_inputs`` of the encoder."""
+        return self.bimamba.scan_inputs(input_ids, attention_mask)

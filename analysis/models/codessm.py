@@ -15,6 +15,9 @@ never flows into real positions). Switches for chapter 06: ``n_kernels`` (indepe
 kernels per layer and direction, over channel groups; 1 as in BiGS) and ``hf_conv_width``
 (a parallel depthwise causal convolution of that width beside each S4D branch, CodeSSM-HF;
 0 = off; its weights start at zero, so at initialisation it is CodeSSM).
+
+``CodeSSMModel`` is the encoder (hidden states, Hugging Face's base model); ``CodeSSMForMaskedLM``
+holds it as ``codessm`` (``base_model_prefix``) with an untied LM head on top.
 """
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import MaskedLMOutput
 
+from .encoder import encoder_forward, init_standard, masked_lm_output, reverse_padded
 from .s4d import S4DConv, kernel_from_modes
 
 
@@ -40,15 +43,6 @@ class CodeSSMConfig(PretrainedConfig):
         self.dt_min, self.dt_max = dt_min, dt_max
         self.hidden_size, self.num_hidden_layers = d_model, n_layers
         super().__init__(pad_token_id=pad_token_id, **kwargs)
-
-
-def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each sequence of x [batch, length, ...] within its first ``lengths[b]`` steps."""
-    L = x.shape[1]
-    pos = torch.arange(L, device=x.device)[None, :]
-    idx = torch.where(pos < lengths[:, None], lengths[:, None] - 1 - pos, pos)
-    idx = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(1, idx)
 
 
 class CausalDepthwiseConv(nn.Module):
@@ -96,50 +90,6 @@ class BiGSLayer(nn.Module):
         return x + self.dropout(self.W_o(v * self.W_z(F.gelu(y_f * y_b))))
 
 
-def masked_lm_forward(model, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
-                      lm_head=True):
-    """The encoder stack shared by CodeSSM and BiMamba: embeddings (no positions), residual
-    layers ``layer(x, mask, lengths)`` with padding zeroed after each, final LayerNorm, LM head.
-    ``lm_head=False`` stops after the layers (``logits`` is None): the path of callers that
-    want only hidden states. input_ids: [batch, length]."""
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    mask = attention_mask[..., None].to(model.embeddings.weight.dtype)
-    lengths = attention_mask.sum(1)
-    x = model.embeddings(input_ids) * mask
-    states = [x]
-    for layer in model.layers:
-        x = layer(x, mask, lengths) * mask
-        states.append(x)
-    if not lm_head:
-        if labels is not None:
-            raise ValueError("labels need the LM head (lm_head=True)")
-        return MaskedLMOutput(hidden_states=tuple(states) if output_hidden_states else None)
-    logits = model.lm_head(model.final_norm(x))
-    loss = None
-    if labels is not None:
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-    return MaskedLMOutput(loss=loss, logits=logits,
-                          hidden_states=tuple(states) if output_hidden_states else None)
-
-
-@torch.no_grad()
-def init_standard(module, std: float) -> bool:
-    """BERT-style initialisation of Linear, Embedding and LayerNorm; False for other modules."""
-    if isinstance(module, nn.Linear):
-        module.weight.normal_(0.0, std)
-        if module.bias is not None:
-            module.bias.zero_()
-    elif isinstance(module, nn.Embedding):
-        module.weight.normal_(0.0, std)
-    elif isinstance(module, nn.LayerNorm):
-        module.weight.fill_(1.0)
-        module.bias.zero_()
-    else:
-        return False
-    return True
-
-
 class CodeSSMPreTrainedModel(PreTrainedModel):
     config_class = CodeSSMConfig
     base_model_prefix = "codessm"
@@ -155,20 +105,22 @@ class CodeSSMPreTrainedModel(PreTrainedModel):
             module.weight.zero_()
 
 
-class CodeSSMForMaskedLM(CodeSSMPreTrainedModel):
-    """CodeSSM with a masked-language-modelling head (untied)."""
+class CodeSSMModel(CodeSSMPreTrainedModel):
+    """The CodeSSM encoder: embeddings, BiGS layers, final LayerNorm (``encoder.encoder_forward``)."""
 
     def __init__(self, config: CodeSSMConfig):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.d_model)
         self.layers = nn.ModuleList(BiGSLayer(config) for _ in range(config.n_layers))
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
         self.post_init()
 
-    def forward(self, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
-                return_dict=True, lm_head=True, **kwargs):
-        return masked_lm_forward(self, input_ids, attention_mask, labels, output_hidden_states, lm_head)
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False, return_dict=True, **kwargs):
+        # input_ids: [batch, length]
+        return encoder_forward(self, input_ids, attention_mask, output_hidden_states)
 
     def discrete_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(dA, C dB): complex [layers, directions (forward, backward), n_kernels, M]."""
@@ -183,3 +135,28 @@ class CodeSSMForMaskedLM(CodeSSMPreTrainedModel):
         """The S4D kernels, float [layers, 2, n_kernels, length] (without the D skip)."""
         dA, CdB = self.discrete_modes()
         return kernel_from_modes(dA, CdB, length)
+
+
+class CodeSSMForMaskedLM(CodeSSMPreTrainedModel):
+    """CodeSSM with a masked-language-modelling head (untied) on ``last_hidden_state``."""
+
+    def __init__(self, config: CodeSSMConfig):
+        super().__init__(config)
+        self.codessm = CodeSSMModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def forward(self, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
+                return_dict=True, **kwargs):
+        return masked_lm_output(self.lm_head, self.codessm(input_ids, attention_mask, output_hidden_states), labels)
+
+    def discrete_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``CodeSSMModel.discrete_modes`` of the encoder."""
+        return self.codessm.discrete_modes()
+
+    def kernels(self, length: int) -> torch.Tensor:
+        """``CodeSSMModel.kernels`` of the encoder."""
+        return self.codessm.kernels(length)

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import torch
 
+from ..cache import cache_root
+
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("scan_kernel.c")
 FLAGS = ["-O3", "-ffast-math", "-fopenmp-simd", "-march=native", "-shared", "-fPIC", "-std=c99"]
@@ -62,7 +64,6 @@ def _cpu_flags() -> str:
 
 def _build() -> Path:
     """Compile scan_kernel.c into the artifact cache (once per source, flags and CPU)."""
-    from ..cache import cache_root
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         raise RuntimeError("no C compiler (cc or gcc; set CC)")

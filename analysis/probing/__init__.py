@@ -1,6 +1,11 @@
-"""Probing: DirectProbe (exact LP separability), a linear probe with a control task, and
-pair features. ``run()`` ties them to models and probe datasets."""
+"""Probing: DirectProbe (exact LP separability), a linear probe with a control task, pair
+features, per-layer representations; ``run`` ties them to encoders and probe datasets, and
+``forgetting`` compares the probes before and after fine-tuning."""
 from .directprobe import DirectProbeResult, directprobe, separable
-from .experiment import resolve_checkpoint, run, run_many
+from .experiment import forgetting, run, run_many
 from .features import pair_features
 from .linear import control_labels, linear_probe
+from .representations import hidden_states
+
+__all__ = ["DirectProbeResult", "directprobe", "separable", "forgetting", "run", "run_many", "pair_features",
+           "control_labels", "linear_probe", "hidden_states"]

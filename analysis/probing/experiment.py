@@ -1,6 +1,7 @@
-"""``run``: one model checkpoint, one probing task, every layer -> a tidy DataFrame.
+"""``run``: one model checkpoint, one probing task, every layer -> a tidy DataFrame;
+``forgetting``: the same probes before and after fine-tuning.
 
-Pipeline: hidden states of the probe functions (``analysis.models.hidden_states``, every
+Pipeline: hidden states of the probe functions (``representations.hidden_states``, every
 layer, layer 0 = embeddings) -> pair features (``pair_features``: h_i - h_j for AST distance,
 [h_i; h_j] for siblings and data flow) -> per layer
 
@@ -13,17 +14,15 @@ layer, layer 0 = embeddings) -> pair features (``pair_features``: h_i - h_j for 
   difference.
 
 Each layer's DirectProbe and its linear probes run as jobs in the worker processes of
-``analysis.workers`` (``$ANALYSIS_WORKERS``, default ``min(2, cpu count)``): DirectProbe's
-HiGHS LPs, most of the time, run on one thread, so one process per core is how a probe run
-uses the machine. The results are identical to
-probing the layers one after another (1 worker runs everything in-process).
+``analysis.workers``: DirectProbe's HiGHS LPs run on one thread, so one process per core is
+how a probe run uses the machine; the results equal probing the layers one after another.
+Probing never trains: the encoder comes from ``analysis.checkpoints.resolve``.
 
 Results are cached by the checkpoint's weights and the probing fields of the profile.
 Columns: model, checkpoint, task, layer, probe, metric, value.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -31,53 +30,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import checkpoints
 from ..cache import cached
+from ..data import probe_dataset
+from ..data.probes import TASKS
+from ..workers import run_jobs
 from .directprobe import directprobe
 from .features import pair_features
 from .linear import control_labels, linear_probe
+from .representations import hidden_states
 
 RESULT_VERSION = "1"
 PROBE_FIELDS = ("seed", "probe_functions_distance", "probe_functions_siblings", "probe_functions_dfg",
                 "probe_pairs_per_class", "probe_max_tokens", "probe_test_fraction",
                 "probe_max_train_points")
 COLUMNS = ["model", "checkpoint", "task", "layer", "probe", "metric", "value"]
-
-
-def _weights_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    for name in ("model.safetensors", "config.json"):
-        with open(Path(path) / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
-def resolve_checkpoint(model: str, cfg, checkpoint: str):
-    """(load, weights id, n_layers) for ``checkpoint``: "pretrained", "random" (the same
-    architecture with its seeded initial weights), "finetuned:<task>" (``analysis.finetune``)
-    or a local checkpoint directory. ``load()`` returns (model, tokenizer); it is called only
-    when the probe results are not cached yet."""
-    import json
-
-    from .. import models
-    if checkpoint == "random":
-        from ..train import MODEL_FIELDS
-        net, tok = models.load(model, cfg, pretrained=False, seed=cfg.seed)
-        return (lambda: (net, tok)), {"random": model, **cfg.subset("vocab_size", "seed", *MODEL_FIELDS)}, \
-            net.config.num_hidden_layers
-    if checkpoint == "pretrained":
-        from ..train import pretrain
-        path = pretrain(model, cfg)
-    elif checkpoint.startswith("finetuned:"):
-        from ..finetune import finetune
-        path = finetune(model, checkpoint.split(":", 1)[1], cfg)
-    elif Path(checkpoint).is_dir():
-        path = models.check_checkpoint(checkpoint)
-    else:
-        raise ValueError(f"checkpoint must be 'pretrained', 'random', 'finetuned:<task>' or a "
-                         f"checkpoint directory; got {checkpoint!r}")
-    n_layers = json.loads((Path(path) / "config.json").read_text())["num_hidden_layers"]
-    return (lambda: models.load_checkpoint(path)), {"weights": _weights_hash(path)}, n_layers
 
 
 def _balanced_subsample(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
@@ -125,8 +92,6 @@ def _probe_layers(data, states, layers, cfg, progress: bool) -> list[dict]:
     ``states``); each layer's DirectProbe and its linear probes are separate jobs, run in the
     worker processes of ``analysis.workers``, DirectProbe jobs first and layer 0 (the slowest:
     degenerate embedding differences) first of all."""
-    from ..workers import run_jobs
-
     train, test = data.split("train"), data.split("test")
     y_train, y_test = train["label"].to_numpy(), test["label"].to_numpy()
     sub = _balanced_subsample(y_train, cfg.probe_max_train_points, cfg.seed)
@@ -152,23 +117,20 @@ def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
     """Probe every layer (or ``layers``) of ``model`` at ``checkpoint`` on ``task``
     ("distance", "siblings", "dfg"). Returns rows (model, checkpoint, task, layer, probe,
     metric, value); cached."""
-    from .. import models
-    from ..data import probe_dataset
-    from ..data.probes import TASKS
-
     if task not in TASKS:
         raise ValueError(f"unknown probe task {task!r}; tasks: {', '.join(TASKS)}")
-    load, weights, n_layers = resolve_checkpoint(model, cfg, checkpoint)
+    encoder = checkpoints.resolve(model, cfg, checkpoint)
+    n_layers = encoder.n_layers
     layers = list(range(n_layers + 1)) if layers is None else [int(x) for x in layers]
     bad = [x for x in layers if not 0 <= x <= n_layers]
     if bad:
         raise ValueError(f"layers {bad} out of range: {model} has layers 0..{n_layers} (0 = embeddings)")
-    key = {"model": model, "task": task, "layers": layers, **weights, **cfg.subset(*PROBE_FIELDS)}
+    key = {"model": model, "task": task, "layers": layers, **encoder.identity, **cfg.subset(*PROBE_FIELDS)}
 
     def build(out: Path) -> None:
         data = probe_dataset(cfg, task)
-        net, tokenizer = load()
-        states = models.hidden_states(net, tokenizer, data.functions, layers=layers, progress=progress)
+        net, tokenizer = encoder.load()
+        states = hidden_states(net, tokenizer, data.functions, layers=layers, progress=progress)
         rows = _probe_layers(data, states, layers, cfg, progress)
         pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
         (out / "meta.json").write_text(json.dumps(key, default=str))
@@ -184,4 +146,25 @@ def run_many(models_: list[str], tasks: list[str], cfg, checkpoints=("pretrained
              progress: bool = True) -> pd.DataFrame:
     """``run`` over every model x checkpoint x task, concatenated."""
     frames = [run(m, t, cfg, c, progress=progress) for m in models_ for c in checkpoints for t in tasks]
+    return pd.concat(frames, ignore_index=True)
+
+
+def forgetting(models_: list[str], tasks: list[str], probe_tasks: list[str], cfg,
+               progress: bool = True) -> pd.DataFrame:
+    """Probe scores before (pretrained) and after fine-tuning on each task, per layer:
+    columns model, task, probe_task, layer, probe, metric, before, after, change
+    (forgetting = after - before; negative = forgotten)."""
+    frames = []
+    for m in models_:
+        for pt in probe_tasks:
+            before = run(m, pt, cfg, "pretrained", progress=progress)
+            for t in tasks:
+                after = run(m, pt, cfg, f"finetuned:{t}", progress=progress)
+                merged = before.merge(after, on=["model", "task", "layer", "probe", "metric"],
+                                      suffixes=("_before", "_after"))
+                frames.append(pd.DataFrame({
+                    "model": m, "task": t, "probe_task": pt, "layer": merged["layer"],
+                    "probe": merged["probe"], "metric": merged["metric"],
+                    "before": merged["value_before"], "after": merged["value_after"],
+                    "change": merged["value_after"] - merged["value_before"]}))
     return pd.concat(frames, ignore_index=True)

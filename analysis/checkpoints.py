@@ -1,0 +1,140 @@
+"""The composition root of encoders: the one place that trains on demand.
+
+``resolve(model, cfg, spec)`` names any encoder the book uses:
+
+- ``"pretrained"``: masked-LM pretraining (``analysis.train.pretrain_into``), cached;
+- ``"random"``: the same architecture with its seeded initial weights (the baseline);
+- ``"finetuned:<task>"``: the pretrained encoder fine-tuned on ``task``
+  (``analysis.finetune.train_task``), cached; ``finetuned(..., pretrained=False)`` starts
+  from random init instead;
+- a local checkpoint directory.
+
+Checkpoints are artifacts of ``analysis.cache``, keyed by the model name and the profile
+fields that shape the model, the data and the training; partial state lives in the
+artifact's scratch directory, so an interrupted run resumes. A cached checkpoint that fails
+verification is reported and retrained, never used.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from . import models
+from .cache import artifact_dir, cached, config_key, scratch_dir
+from .data import load_tokenizer
+from .data.sources import sha256_of
+from .finetune import FT_RUN_VERSION, check_task, finetune_key, train_task
+from .train import PRETRAIN_VERSION, pretrain_into, pretrain_key, random_key
+
+SPECS = ('"pretrained"', '"random"', '"finetuned:<task>"', "a checkpoint directory")
+
+
+def verify(path: Path) -> Path:
+    """A cache hit: the checkpoint's config and weights header read and its metadata parse
+    (a corrupt artifact is then rebuilt by ``cached``)."""
+    models.check_checkpoint(path)
+    json.loads((path / "meta.json").read_text())
+    return path
+
+
+def pretrained(model: str, cfg, texts=None, tokenizer=None, valid_texts=None) -> Path:
+    """The pretrained checkpoint directory of ``model`` under ``cfg`` (trained once)."""
+    models.check_name(model)
+    key = pretrain_key(model, cfg)
+    if texts is not None:  # injected data (tests): key it by its content too
+        key = {**key, "texts": config_key({"t": list(texts)})}
+    build = lambda out: pretrain_into(model, cfg, out, scratch_dir("pretrain", key, PRETRAIN_VERSION),  # noqa: E731
+                                      texts, tokenizer, valid_texts, key)
+    return cached("pretrain", key, build, verify, PRETRAIN_VERSION)
+
+
+def random(model: str, cfg, seed: int | None = None):
+    """(model, tokenizer): ``model``'s architecture with its seeded initial weights."""
+    models.check_name(model)
+    tokenizer = load_tokenizer(cfg)
+    return models.build(model, cfg, len(tokenizer), tokenizer.pad_token_id, seed).eval(), tokenizer
+
+
+def base_key(model: str, cfg, from_pretrained: bool) -> dict:
+    """The key of the encoder a fine-tuning run starts from."""
+    return pretrain_key(model, cfg) if from_pretrained else random_key(model, cfg)
+
+
+def finetuned(model: str, task: str, cfg, seed: int | None = None, from_pretrained: bool = True) -> Path:
+    """The checkpoint of ``model`` fine-tuned on ``task`` from its pretrained (or, with
+    ``from_pretrained=False``, random-init) weights, trained once and cached."""
+    models.check_name(model)
+    check_task(task)
+    seed = cfg.seed if seed is None else int(seed)
+    key = finetune_key(base_key(model, cfg, from_pretrained), task, cfg, seed)
+
+    def build(out: Path) -> None:
+        net, tokenizer = load(model, cfg, from_pretrained, seed=cfg.seed)
+        desc = f"fine-tuning {model} on {task}" + ("" if from_pretrained else " (random init)")
+        meta = {"model": model, "pretrained": from_pretrained, "key": config_key(key, FT_RUN_VERSION)}
+        train_task(net, tokenizer, task, cfg, seed, out, scratch_dir("finetune", key, FT_RUN_VERSION), desc, meta)
+
+    return cached("finetune", key, build, verify, FT_RUN_VERSION)
+
+
+def load(name_or_path: str, cfg=None, from_pretrained: bool = True, seed: int | None = None):
+    """(model, tokenizer) for a registry name (pretrained, trained on demand; or its seeded
+    random init with ``from_pretrained=False``), or for a local checkpoint directory."""
+    if name_or_path not in models.FAMILIES and Path(name_or_path).exists():
+        return models.load_checkpoint(name_or_path)
+    models.check_name(name_or_path)
+    if cfg is None:
+        raise ValueError("loading a model by name needs a profile: load(name, cfg)")
+    if from_pretrained:
+        return models.load_checkpoint(pretrained(name_or_path, cfg))
+    return random(name_or_path, cfg, seed)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An encoder named by ``resolve``: ``load()`` gives (model, tokenizer) and is called only
+    when needed; ``identity`` names its weights in cache keys; ``n_layers`` counts its layers."""
+    load: Callable
+    identity: dict
+    n_layers: int
+
+
+def weights_hash(path: Path) -> str:
+    """A short hash of a checkpoint's weights and config."""
+    return sha256_of(Path(path) / "model.safetensors")[:16] + sha256_of(Path(path) / "config.json")[:16]
+
+
+def resolve(model: str, cfg, spec: str) -> Resolved:
+    """The encoder ``spec`` of ``model``: "pretrained", "random", "finetuned:<task>" or a
+    local checkpoint directory (see the module docstring)."""
+    models.check_name(model)
+    if spec == "random":
+        net, tok = random(model, cfg, cfg.seed)
+        return Resolved(lambda: (net, tok), random_key(model, cfg), net.config.num_hidden_layers)
+    if spec == "pretrained":
+        path = pretrained(model, cfg)
+    elif spec.startswith("finetuned:"):
+        path = finetuned(model, spec.split(":", 1)[1], cfg)
+    elif Path(spec).is_dir():
+        path = models.check_checkpoint(spec)
+    else:
+        raise ValueError(f"checkpoint must be one of {', '.join(SPECS)}; got {spec!r}")
+    n_layers = json.loads((Path(path) / "config.json").read_text())["num_hidden_layers"]
+    return Resolved(lambda: models.load_checkpoint(path), {"weights": weights_hash(path)}, n_layers)
+
+
+def pretraining_log(model: str, cfg) -> pd.DataFrame:
+    return pd.read_csv(pretrained(model, cfg) / "log.csv")
+
+
+def pretraining_meta(model: str, cfg) -> dict:
+    return json.loads((pretrained(model, cfg) / "meta.json").read_text())
+
+
+def checkpoint_hash(model: str, cfg) -> str:
+    """The cache key of ``model``'s pretrained checkpoint (for provenance lines)."""
+    return artifact_dir("pretrain", pretrain_key(model, cfg), PRETRAIN_VERSION).name

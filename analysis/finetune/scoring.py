@@ -1,0 +1,73 @@
+"""Scoring a fine-tuned (or untouched) encoder on a task's test split.
+
+- ``search``: MRR of each query's function among the whole test pool, and with
+  ``cfg.search_distractors`` random distractors (CodeSearchNet: 999);
+- ``long_search``: the same, with the functions encoded at their full length (beyond the
+  pretraining context: length extrapolation) and, for comparison, truncated to it;
+- ``types``: accuracy, macro-F1, accuracy on the 5 most common types and on the rest, over
+  the annotations within the first ``cfg.max_length`` subwords (the training context).
+
+``zero_shot(net, tokenizer, cfg)`` scores an encoder before any fine-tuning on search.
+"""
+from __future__ import annotations
+
+import time
+
+from ..data import finetune_dataset, type_label_names
+from .metrics import classification_scores, mean_pairwise_cosine, mrr, mrr_with_distractors
+from .tasks import embed, type_predictions
+
+
+def _test_split(cfg, task: str) -> list[dict]:
+    test = finetune_dataset(cfg, task)["test"]
+    if task == "types":
+        test = [ex for ex in test if ex["targets"]]
+    if len(test) < 2:
+        raise ValueError(f"the {task} test split has {len(test)} examples; use a larger corpus")
+    return test
+
+
+def score(net, tokenizer, head, task: str, cfg) -> dict:
+    """Test-split scores of ``net`` (with its type ``head`` for ``types``) on ``task``."""
+    test = _test_split(cfg, task)
+    t0 = time.perf_counter()
+    if task == "types":
+        # scored within the training context: annotations past cfg.max_length subwords are not
+        # scored, the same ones for every model (they share the tokenizer); length
+        # extrapolation is the long_search task's question
+        gold, pred = type_predictions(net, head, tokenizer, test, max_length=cfg.max_length)
+        out = classification_scores(gold, pred, len(type_label_names(cfg)))
+        out["tokens"] = int(len(gold))
+    else:
+        queries = embed(net, tokenizer, [e["query"] for e in test], cfg.max_length)
+        lengths = {"mrr": None} if task == "long_search" else {"mrr": cfg.max_length}
+        if task == "long_search":
+            lengths["mrr_truncated"] = cfg.max_length
+        out = {}
+        for name, max_length in lengths.items():
+            codes = embed(net, tokenizer, [e["code"] for e in test], max_length)
+            scores = (queries @ codes.T).numpy()
+            out[name] = mrr(scores)
+            if name == "mrr":
+                out["mrr_distractors"] = mrr_with_distractors(scores, cfg.search_distractors, cfg.seed)
+        out["pool"] = len(test)
+    out["eval_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def zero_shot(net, tokenizer, cfg, n: int = 300) -> dict:
+    """The encoder before any fine-tuning, on the first ``n`` search test pairs: MRR of its
+    mean-pooled embeddings, the same from its token embeddings alone (layer 0: a bag of
+    tokens, no context), and the mean cosine between two functions' embeddings
+    (``metrics.mean_pairwise_cosine``)."""
+    test = _test_split(cfg, "search")[:n]
+    if len(test) < 2:
+        raise ValueError(f"the search test split has {len(test)} examples; use a larger corpus")
+    out = {}
+    for layer, name in ((-1, "zero-shot MRR"), (0, "zero-shot MRR, token embeddings alone")):
+        queries = embed(net, tokenizer, [e["query"] for e in test], cfg.max_length, layer=layer)
+        codes = embed(net, tokenizer, [e["code"] for e in test], cfg.max_length, layer=layer)
+        out[name] = mrr((queries @ codes.T).numpy())
+        if layer == -1:
+            out["mean cosine between functions"] = mean_pairwise_cosine(codes.numpy())
+    return {**out, "pairs": len(test)}

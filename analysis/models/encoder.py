@@ -1,0 +1,70 @@
+"""What CodeSSM and BiMamba share: the bidirectional residual stack and its masked-LM head.
+
+Glossary (code name: meaning):
+
+- ``reverse_padded(x, lengths)``: rev(x), each sequence reversed within its real length, so
+  a backward branch never reads padding (padding stays at the end).
+- ``encoder_forward``: embeddings (no positions) -> ``n_layers`` residual layers
+  ``layer(x, mask, lengths)``, padding zeroed after each -> final LayerNorm. It returns the
+  hidden states (embeddings, layer 1, ..., layer n) and ``last_hidden_state`` = LN(layer n).
+- ``masked_lm_output``: logits = W_lm last_hidden_state + b, and the masked-token
+  cross-entropy over positions whose label is not -100.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of x [batch, length, ...] within its first ``lengths[b]`` steps."""
+    L = x.shape[1]
+    pos = torch.arange(L, device=x.device)[None, :]                            # [1, L]
+    idx = torch.where(pos < lengths[:, None], lengths[:, None] - 1 - pos, pos)  # [b, L]
+    idx = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, idx)
+
+
+@torch.no_grad()
+def init_standard(module, std: float) -> bool:
+    """BERT-style initialisation of Linear, Embedding and LayerNorm; False for other modules."""
+    if isinstance(module, nn.Linear):
+        module.weight.normal_(0.0, std)
+        if module.bias is not None:
+            module.bias.zero_()
+    elif isinstance(module, nn.Embedding):
+        module.weight.normal_(0.0, std)
+    elif isinstance(module, nn.LayerNorm):
+        module.weight.fill_(1.0)
+        module.bias.zero_()
+    else:
+        return False
+    return True
+
+
+def encoder_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    output_hidden_states: bool = False) -> BaseModelOutput:
+    """Run ``model.embeddings``, ``model.layers`` and ``model.final_norm`` (a base model of
+    either family) on input_ids: r(B L)."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    mask = attention_mask[..., None].to(model.embeddings.weight.dtype)  # [b, L, 1]
+    lengths = attention_mask.sum(1)                                      # [b]
+    x = model.embeddings(input_ids) * mask                               # [b, L, d]
+    states = [x]
+    for layer in model.layers:
+        x = layer(x, mask, lengths) * mask
+        states.append(x)
+    return BaseModelOutput(last_hidden_state=model.final_norm(x),
+                           hidden_states=tuple(states) if output_hidden_states else None)
+
+
+def masked_lm_output(lm_head: nn.Module, base: BaseModelOutput, labels: torch.Tensor | None) -> MaskedLMOutput:
+    """The LM head on the base model's output, and the loss where ``labels`` are given."""
+    logits = lm_head(base.last_hidden_state)                             # [b, L, vocab]
+    loss = None
+    if labels is not None:
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    return MaskedLMOutput(loss=loss, logits=logits, hidden_states=base.hidden_states)

@@ -1,0 +1,124 @@
+"""The model registry: names -> families, ``build`` (fresh, seeded weights sized by a profile),
+and loading a local checkpoint directory, strictly.
+
+Registry names: ``codessm``, ``codessm-hf`` (parallel short convolution, width
+``cfg.hf_conv_width`` or 4), ``codessm-8kernel`` (8 kernels per layer and direction),
+``rocoder``, ``bimamba``. RoCoder's feed-forward size is chosen so its parameter count matches
+CodeSSM's. Every family is a Hugging Face base model plus a masked-LM head, registered with
+``AutoConfig``, ``AutoModel`` and ``AutoModelForMaskedLM``, so ``save_pretrained`` /
+``from_pretrained(dir)`` round-trip exactly. Training on demand is not here:
+``analysis.checkpoints`` is the one place that trains.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from .bimamba import BiMambaConfig, BiMambaForMaskedLM, BiMambaModel
+from .codessm import CodeSSMConfig, CodeSSMForMaskedLM, CodeSSMModel
+from .rocoder import RoCoderConfig, RoCoderForMaskedLM, RoCoderModel, rocoder_config
+
+hf_logging.disable_progress_bar()  # per-file load/save bars would flood the chapters
+for _config, _base, _head in ((CodeSSMConfig, CodeSSMModel, CodeSSMForMaskedLM),
+                              (BiMambaConfig, BiMambaModel, BiMambaForMaskedLM),
+                              (RoCoderConfig, RoCoderModel, RoCoderForMaskedLM)):
+    AutoConfig.register(_config.model_type, _config)
+    AutoModel.register(_config, _base)
+    AutoModelForMaskedLM.register(_config, _head)
+
+FAMILIES = {"codessm": "CodeSSM", "codessm-hf": "CodeSSM", "codessm-8kernel": "CodeSSM",
+            "rocoder": "RoCoder", "bimamba": "BiMamba"}
+MODELS = tuple(FAMILIES)
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
+
+
+def check_name(name: str) -> None:
+    """Raise a clear error unless ``name`` is a registry name."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)} "
+                         "(or a local checkpoint directory)")
+
+
+def codessm_config(name: str, cfg, vocab_size: int, pad_id: int = 0) -> CodeSSMConfig:
+    extra = {}
+    if name == "codessm-hf":
+        extra["hf_conv_width"] = cfg.hf_conv_width or 4
+    elif name == "codessm-8kernel":
+        extra["n_kernels"] = 8
+    else:
+        extra = {"n_kernels": cfg.n_kernels, "hf_conv_width": cfg.hf_conv_width}
+    return CodeSSMConfig(vocab_size=vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers,
+                         d_state=cfg.d_state, dropout=cfg.dropout, pad_token_id=pad_id, **extra)
+
+
+def trainable_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def rocoder_intermediate(cfg) -> int:
+    """Feed-forward size I making RoCoder's per-layer parameters equal CodeSSM's:
+    attention 4d^2 + 4d, two LayerNorms 4d, feed-forward 2dI + I + d."""
+    d = cfg.d_model
+    layer = CodeSSMModel(CodeSSMConfig(vocab_size=8, d_model=d, n_layers=1, d_state=cfg.d_state)).layers[0]
+    target = trainable_parameters(layer)
+    return max(1, round((target - (4 * d * d + 9 * d)) / (2 * d + 1)))
+
+
+def build(name: str, cfg, vocab_size: int, pad_id: int = 0, seed: int | None = None):
+    """A freshly initialised masked-LM model ``name`` sized by profile ``cfg``, seeded."""
+    check_name(name)
+    torch.manual_seed(cfg.seed if seed is None else seed)
+    if FAMILIES[name] == "CodeSSM":
+        return CodeSSMForMaskedLM(codessm_config(name, cfg, vocab_size, pad_id))
+    if name == "rocoder":
+        return RoCoderForMaskedLM(rocoder_config(vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads,
+                                                 rocoder_intermediate(cfg), cfg.dropout, pad_id))
+    return BiMambaForMaskedLM(BiMambaConfig(vocab_size=vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers,
+                                            d_state=cfg.mamba_d_state, d_conv=cfg.mamba_d_conv,
+                                            expand=cfg.mamba_expand, dropout=cfg.dropout, pad_token_id=pad_id))
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    """``path`` if it holds a checkpoint whose config parses and whose safetensors header reads
+    (cheap: no weights are loaded); a clear error otherwise."""
+    path = Path(path)
+    missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
+    if not path.is_dir() or missing:
+        raise FileNotFoundError(f"{path} is not a model checkpoint: expected a directory with "
+                                f"{', '.join(CHECKPOINT_FILES)} and tokenizer files (missing: {missing})")
+    json.loads((path / "config.json").read_text())
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        if not list(f.keys()):
+            raise ValueError(f"{path}/model.safetensors holds no tensors")
+    return path
+
+
+def load_checkpoint(path: str | Path):
+    """(model, tokenizer) from a local Hugging Face checkpoint directory. Weights the model
+    expects but the file lacks, or holds but the model has no place for, are an error that
+    names them (``from_pretrained`` alone would initialise the missing ones at random)."""
+    path = check_checkpoint(path)
+    model, info = AutoModelForMaskedLM.from_pretrained(str(path), output_loading_info=True)
+    problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if problems:
+        raise ValueError(f"{path}: the weights do not fit the model its config.json describes "
+                         f"({model.config.model_type}): {problems}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(f"{path} has a model but no loadable tokenizer ({err})") from None
+    return model.eval(), tokenizer
+
+
+def encoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The masked-LM model's hidden states from its base model alone (no LM head): (embeddings,
+    layer 1, ..., last layer), each r(B L D), equal to ``model(..., output_hidden_states=True)
+    .hidden_states``. Fine-tuning and probing need only these; the head, a D x vocabulary
+    projection per token, would cost them a tenth of every step."""
+    return model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                            output_hidden_states=True).hidden_states
