@@ -247,3 +247,35 @@ def test_attention_from_grouped_inputs_matches_the_scan():
     y = torch.einsum("bcij,bcj->bci", alpha, u.double()) + D[:, None].double() * u
     ref = selective_scan_ref(**{**inputs, "z": None})
     assert torch.allclose(y.float(), ref, atol=1e-5)
+
+
+def test_mode_kernels_sum_to_the_kernels_and_shift_tables_see_no_change_on_equal_models():
+    from analysis.interpret import mode_kernels, shift_tables
+    model = build("codessm-8kernel", SMOKE, VOCAB)
+    L = 48
+    modes = mode_kernels(model, L)                                   # [layers, 2, 8 * M, L]
+    M = SMOKE.d_state // 2
+    assert modes.shape == (SMOKE.n_layers, 2, 8 * M, L)
+    summed = modes.reshape(SMOKE.n_layers, 2, 8, M, L).sum(3)
+    assert torch.allclose(summed, model.kernels(L), atol=1e-6)
+    k = model.kernels(L)
+    whole, pooled, per_mode = shift_tables(k, {"t": k.clone()}, modes, {"t": modes.clone()}, f0=0.05)
+    for table in (whole, pooled, per_mode):
+        assert (table["task"] == "t").all() and (table["change"] == 0).all()
+    assert set(pooled["n"]) == {SMOKE.n_layers * 2 * 8} and set(per_mode["n"]) == {2 * 8 * M}
+
+
+def test_mean_effective_and_median_step_lti_kernels_equal_their_parts():
+    from analysis.interpret import mean_effective_kernels, median_step_lti_kernels
+    torch.manual_seed(0)
+    model = build("bimamba", SMOKE, VOCAB).eval()
+    ids = torch.randint(5, VOCAB, (3, 10))
+    mask = torch.ones_like(ids)
+    mask[2, 6:] = 0
+    eff = mean_effective_kernels(model, ids, mask, chunk=2)
+    assert eff.shape[:2] == (SMOKE.n_layers, 2) and eff.shape[-1] == 10
+    alpha = hidden_attention(model, ids, mask, 1, "backward")
+    assert torch.allclose(eff[1, 1], effective_kernels(alpha, mask).mean(0), atol=1e-6)
+    lti = median_step_lti_kernels(model, ids, mask, channels=slice(None, None, 4))
+    want = lti_kernels(model, 0, "forward", median_step_size(model, ids, mask, 0, "forward"), 10)[::4]
+    assert torch.equal(lti[0, 0], want)

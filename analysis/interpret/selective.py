@@ -168,3 +168,34 @@ def lti_kernels(model, layer: int, direction, delta, length: int) -> torch.Tenso
     delta = torch.as_tensor(delta, dtype=torch.float32).reshape(-1, 1, 1)
     l = torch.arange(length, dtype=torch.float32)
     return torch.exp(l * delta * A[..., None]).sum(1)                  # [d, length]
+
+
+@torch.no_grad()
+def mean_effective_kernels(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, channels=slice(None),
+                           chunk: int = 4) -> torch.Tensor:
+    """``effective_kernels`` of every layer and direction, averaged over the batch's sequences:
+    float [layers, 2, channels, L]. Computed ``chunk`` sequences at a time, since the hidden
+    attention is sequences x channels x L x L."""
+    n, out = len(input_ids), []
+    for layer in range(model.config.num_hidden_layers):
+        per_dir = []
+        for direction in ("forward", "backward"):
+            total = 0
+            for s in range(0, n, chunk):
+                alpha = hidden_attention(model, input_ids[s:s + chunk], attention_mask[s:s + chunk], layer,
+                                         direction, channels=channels)
+                total = total + effective_kernels(alpha, attention_mask[s:s + chunk]).sum(0)
+            per_dir.append(total / n)
+        out.append(torch.stack(per_dir))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def median_step_lti_kernels(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, channels=slice(None),
+                            length: int | None = None) -> torch.Tensor:
+    """``lti_kernels`` of every layer and direction at each channel's ``median_step_size`` on
+    this batch: float [layers, 2, channels, length] (length defaults to the batch's)."""
+    length = length or input_ids.shape[1]
+    return torch.stack([torch.stack([
+        lti_kernels(model, layer, d, median_step_size(model, input_ids, attention_mask, layer, d), length)[channels]
+        for d in ("forward", "backward")]) for layer in range(model.config.num_hidden_layers)])

@@ -31,7 +31,9 @@ It is the transform of the infinite kernel. The FFT of the kernel truncated to L
 so the two agree only where |dA_m|^L is negligible (the kernel has decayed within L);
 ``transfer_function(..., length=L)`` returns H_L, which equals the FFT at any n_fft >= L.
 
-``spectral_shift`` compares the statistics of two sets of kernels (pretrained vs fine-tuned).
+``spectral_shift`` compares the statistics of two sets of kernels (pretrained vs fine-tuned);
+``mode_kernels`` splits CodeSSM's kernels into their modes and ``shift_tables`` gathers the
+shifts chapter 05 shows.
 """
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import wilcoxon
+
+from ..models.s4d import kernel_from_modes
 
 STATISTICS = ("centroid", "low_freq_fraction", "effective_length")
 DEFAULT_NAMES = ("layer", "direction", "kernel")
@@ -239,3 +243,28 @@ def spectral_shift(before, after, f0: float = 0.05, pool_layers: bool = False, m
                 row["test"] = "wilcoxon signed-rank"
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def mode_kernels(model, length: int) -> torch.Tensor:
+    """One kernel per S4D mode of a CodeSSM, K_m[l] = 2 Re(CdB_m dA_m^l): float
+    [layers, 2, n_kernels * M, length]. Each S4D kernel is the sum of its M mode kernels, and a
+    mode keeps its index through fine-tuning, so modes pair before and after."""
+    dA, CdB = model.discrete_modes()                                   # [layers, 2, n_kernels, M]
+    shape = dA.shape[:2] + (-1, 1)
+    return kernel_from_modes(dA.reshape(shape), CdB.reshape(shape), length).detach()
+
+
+def shift_tables(before: torch.Tensor, afters: dict, modes_before: torch.Tensor, modes_after: dict,
+                 f0: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``spectral_shift`` of whole kernels from ``before`` to each ``afters[task]`` three ways,
+    each with a ``task`` column: per layer and direction (whole kernels, too few to test), every
+    layer and direction pooled (one test per task), and per layer over its paired single-mode
+    kernels (``mode_kernels``; both directions pooled)."""
+    flat = lambda k: k.reshape(1, 1, -1, k.shape[-1])                  # noqa: E731 [1, 1, all kernels, L]
+    per_layer = lambda k: k.reshape(k.shape[0], 1, -1, k.shape[-1])   # noqa: E731 [layers, 1, kernels, L]
+    whole, pooled, per_mode = [], [], []
+    for task, after in afters.items():
+        whole.append(spectral_shift(before, after, f0=f0).assign(task=task))
+        pooled.append(spectral_shift(flat(before), flat(after), f0=f0).assign(task=task))
+        per_mode.append(spectral_shift(per_layer(modes_before), per_layer(modes_after[task]), f0=f0).assign(task=task))
+    return tuple(pd.concat(x, ignore_index=True) for x in (whole, pooled, per_mode))
