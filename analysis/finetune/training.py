@@ -21,11 +21,11 @@ from .. import models
 from ..cache import write_json_atomic
 from ..data import finetune_dataset, type_label_names
 from ..data.corpus import corpus_key
+from ..data.finetune_sets import TASKS
 from ..train import Batches, fit
 from .tasks import TypeHead, contrastive_loss, encode, mean_pool, tokenize, type_batch, type_loss
 
 FT_RUN_VERSION = "3"  # 3: encoders saved as base model + head
-TASKS = ("search", "long_search", "types")
 FIELDS = ("finetune_steps", "finetune_batch_size", "finetune_lr", "weight_decay", "max_length",
           "long_context_factor", "type_vocab_size", "finetune_train_size", "finetune_test_size")
 MAIN_METRIC = {"search": "mrr", "long_search": "mrr", "types": "accuracy"}
