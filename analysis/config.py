@@ -74,7 +74,7 @@ class Profile:
     finetune_test_size: int = 500        # test pool per task (0 = all)
 
     # --- SSM-Interpret (analysis.interpret) ---
-    kernel_length: int = 1024
+    kernel_length: int = 128             # lags of a materialised kernel: the pretraining context
     low_freq_cutoff: float = 0.05        # cycles per token
     energy_fraction: float = 0.9         # effective length holds this share of the energy
 
@@ -157,7 +157,7 @@ SMOKE = Profile(
     probe_sweep_points=(50, 100, 150, 200),
     finetune_steps=15, finetune_batch_size=8, search_distractors=99, type_vocab_size=8,
     finetune_train_size=300, finetune_test_size=60,
-    kernel_length=256, throughput_lengths=(128, 256, 512), throughput_batch=1, ablation=True,
+    kernel_length=128, throughput_lengths=(128, 256, 512), throughput_batch=1, ablation=True,
 )
 DEFAULT = Profile(name="default")
 PAPER = Profile(
@@ -165,7 +165,7 @@ PAPER = Profile(
     n_heads=12, pretrain_steps=100_000, batch_size=64, lr=5e-4, warmup_steps=2000,
     log_every=100, probe_pairs_per_class=1300, probe_max_tokens=512, probe_max_train_points=5000,
     finetune_steps=10_000, finetune_batch_size=32, finetune_lr=2e-5, seeds=3,
-    type_vocab_size=50, finetune_train_size=0, finetune_test_size=0, kernel_length=4096,
+    type_vocab_size=50, finetune_train_size=0, finetune_test_size=0, kernel_length=1024,
     throughput_batch=4, ablation=True,
 )
 PROFILES = {p.name: p for p in (SMOKE, DEFAULT, PAPER)}

@@ -20,7 +20,7 @@ from .data import finetune_dataset, load_tokenizer
 from .finetune import check_task, finetune_key, load_finetuned, score, zero_shot
 from .workers import run_jobs
 
-EVAL_VERSION = "3"  # 3: fine-tuning runs saved as base model + head
+EVAL_VERSION = "4"  # 3: base model + head; 4: last layer after the final norm
 COLUMNS = ["model", "init", "task", "seed", "metric", "value"]
 
 

@@ -270,3 +270,25 @@ def test_loading_weights_that_do_not_fit_the_config_is_an_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match="do not fit"):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["codessm", "bimamba"])
+def test_last_hidden_state_is_after_the_final_norm_as_in_hugging_face(name):
+    """Pre-LN families report (embeddings, layers 1..n-1, LN(layer n)) like transformers'
+    MambaModel: the last hidden state is normalised (zero mean, unit variance per real token),
+    the head reads exactly it, and the layer before it is the raw residual stream."""
+    model = build(name, SMOKE, VOCAB).eval()
+    ids = _ids(2, 12, seed=7)
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    with torch.no_grad():
+        base = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        raw_last = model.base_model.layers[-1](base.hidden_states[-2], mask[..., None].float(), mask.sum(1))
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    last = base.hidden_states[-1]
+    assert len(base.hidden_states) == SMOKE.n_layers + 1 and torch.equal(last, base.last_hidden_state)
+    assert torch.allclose(last[mask.bool()], model.base_model.final_norm(raw_last * mask[..., None])[mask.bool()], atol=1e-6)
+    real = last[mask.bool()]
+    assert torch.allclose(real.mean(-1), torch.zeros(len(real)), atol=1e-5)
+    assert torch.equal(logits, model.lm_head(last))
+    assert (last[1, 8:] == 0).all()

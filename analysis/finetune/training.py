@@ -25,7 +25,7 @@ from ..data.finetune_sets import TASKS
 from ..train import Batches, fit
 from .tasks import TypeHead, contrastive_loss, encode, mean_pool, tokenize, type_batch, type_loss
 
-FT_RUN_VERSION = "3"  # 3: encoders saved as base model + head
+FT_RUN_VERSION = "4"  # 3: encoders saved as base model + head; 4: last layer read after the final norm
 FIELDS = ("finetune_steps", "finetune_batch_size", "finetune_lr", "weight_decay", "max_length",
           "long_context_factor", "type_vocab_size", "finetune_train_size", "finetune_test_size")
 MAIN_METRIC = {"search": "mrr", "long_search": "mrr", "types": "accuracy"}

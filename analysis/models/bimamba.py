@@ -57,6 +57,7 @@ class MambaMixer(nn.Module):
         self.dt_proj = nn.Linear(config.dt_rank, di)
         self.A_log = nn.Parameter(torch.empty(di, n))
         self.D = nn.Parameter(torch.empty(di))
+        self.A_log._no_weight_decay = self.D._no_weight_decay = True  # as mamba-ssm's Mamba
         self.out_proj = nn.Linear(di, d, bias=False)
         self.reset_ssm()
 

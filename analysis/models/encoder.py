@@ -5,8 +5,10 @@ Glossary (code name: meaning):
 - ``reverse_padded(x, lengths)``: rev(x), each sequence reversed within its real length, so
   a backward branch never reads padding (padding stays at the end).
 - ``encoder_forward``: embeddings (no positions) -> ``n_layers`` residual layers
-  ``layer(x, mask, lengths)``, padding zeroed after each -> final LayerNorm. It returns the
-  hidden states (embeddings, layer 1, ..., layer n) and ``last_hidden_state`` = LN(layer n).
+  ``layer(x, mask, lengths)``, padding zeroed after each -> final LayerNorm. As in Hugging
+  Face's pre-LN models (e.g. ``MambaModel``), the hidden states are (embeddings, layer 1, ...,
+  layer n-1, LN(layer n)): the last one is ``last_hidden_state``, after the final norm, so every
+  family's last layer is read normalised, as RoCoder's post-LN layers are.
 - ``masked_lm_output``: logits = W_lm last_hidden_state + b, and the masked-token
   cross-entropy over positions whose label is not -100.
 """
@@ -57,8 +59,9 @@ def encoder_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     for layer in model.layers:
         x = layer(x, mask, lengths) * mask
         states.append(x)
-    return BaseModelOutput(last_hidden_state=model.final_norm(x),
-                           hidden_states=tuple(states) if output_hidden_states else None)
+    last = model.final_norm(x) * mask                                    # [b, L, d]
+    return BaseModelOutput(last_hidden_state=last,
+                           hidden_states=(*states[:-1], last) if output_hidden_states else None)
 
 
 def masked_lm_output(lm_head: nn.Module, base: BaseModelOutput, labels: torch.Tensor | None) -> MaskedLMOutput:

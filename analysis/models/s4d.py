@@ -34,6 +34,8 @@ class S4DKernel(nn.Module):
         self.log_A_real = nn.Parameter(torch.empty(n_kernels, self.modes))
         self.A_imag = nn.Parameter(torch.empty(n_kernels, self.modes))
         self.C = nn.Parameter(torch.empty(n_kernels, self.modes, 2))
+        for p in (self.log_dt, self.log_A_real, self.A_imag, self.C):
+            p._no_weight_decay = True  # S4 and BiGS train the SSM parameters without weight decay
         self.reset_parameters()
 
     @torch.no_grad()

@@ -40,7 +40,7 @@ from .features import pair_features
 from .linear import control_labels, linear_probe
 from .representations import hidden_states
 
-RESULT_VERSION = "1"
+RESULT_VERSION = "2"  # 2: last layer read after the final norm
 PROBE_FIELDS = ("seed", "probe_functions_distance", "probe_functions_siblings", "probe_functions_dfg",
                 "probe_pairs_per_class", "probe_max_tokens", "probe_test_fraction",
                 "probe_max_train_points")
