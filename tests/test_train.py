@@ -230,9 +230,24 @@ def test_a_full_disk_while_saving_state_is_a_clear_error_without_leftovers(tmp_p
     assert list((tmp_path / "scratch").iterdir()) == []
 
 
-def test_resuming_fit_gives_the_uninterrupted_weights(tmp_path, monkeypatch):
+class _StackedExamples:
+    """Fine-tuning's batches (``ExampleBatches``: ``skip(n)``, no ``state()``), as tensors."""
+
+    def __init__(self, points):
+        from analysis.finetune.experiment import ExampleBatches
+        self.inner = ExampleBatches(points, 4, seed=2)
+
+    def skip(self, n):
+        self.inner.skip(n)
+
+    def __next__(self):
+        return torch.stack(next(self.inner))
+
+
+@pytest.mark.parametrize("kind", ["state", "skip"])
+def test_resuming_fit_gives_the_uninterrupted_weights(tmp_path, monkeypatch, kind):
     """The loop alone: dropout (torch's global RNG), a loss with its own generator, and
-    batches reshuffled by theirs."""
+    batches reshuffled by theirs (restored from their state, or fast-forwarded)."""
     import analysis.train as train
     from analysis.train import fit
 
@@ -251,7 +266,10 @@ def test_resuming_fit_gives_the_uninterrupted_weights(tmp_path, monkeypatch):
             noise = torch.randn(batch.shape, generator=gen)
             return ((m(batch + noise) - batch.sum(1, keepdim=True)) ** 2).mean()
         points = list(torch.arange(30.0).reshape(10, 3) / 30)  # batch order from the batches' own RNG
-        batches = SequenceBatches(points, 4, seed=2, collate=torch.stack)
+        if kind == "state":
+            batches = SequenceBatches(points, 4, seed=2, collate=torch.stack)
+        else:
+            batches = _StackedExamples(points)
         fit(model, batches, loss, 10, 0.05, 0.0, 2, state_dir, 1, generators=(gen,))
         return model
     whole = run(None)
