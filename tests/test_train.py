@@ -277,3 +277,37 @@ def test_resuming_fit_gives_the_uninterrupted_weights(tmp_path, monkeypatch, kin
         run(tmp_path, crash_at=8)  # states at steps 3 and 6
     resumed = run(tmp_path)
     assert all(torch.equal(p, q) for p, q in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+
+def _flip_a_weight_byte(path):
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-3] ^= 0xFF  # inside the last tensor's data: the header still reads
+    (path / "model.safetensors").write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: (p / "tokenizer.json").unlink(),
+    lambda p: (p / "tokenizer_config.json").unlink(),
+    lambda p: (p / "log.csv").unlink(),
+    lambda p: (p / "config.json").write_text((p / "config.json").read_text().replace('"num_hidden_layers": 2', '"num_hidden_layers": 3')),
+    _flip_a_weight_byte,
+], ids=["tokenizer.json deleted", "tokenizer_config.json deleted", "log.csv deleted", "config.json edited",
+        "weights flipped"])
+def test_a_damaged_checkpoint_is_retrained_not_failing_forever(cache_dir, damage):
+    """Each of these passed the old check (config parses, weights header reads) and then failed,
+    or silently loaded wrong weights, on every run."""
+    from analysis import models
+    from analysis.train import pretrain
+
+    cfg = config.profile("smoke", pretrain_steps=3)
+    tok = _tiny_tokenizer(TEXTS)
+    path = pretrain("codessm", cfg, texts=TEXTS, tokenizer=tok, valid_texts=TEXTS[:4])
+    before = {k: v.clone() for k, v in _weights(path).items()}  # not views of the file
+    damage(path)
+    again = pretrain("codessm", cfg, texts=TEXTS, tokenizer=tok, valid_texts=TEXTS[:4])
+    assert again == path and len(list(path.parent.glob(f".{path.name}.broken-*"))) == 1
+    model, _ = models.load_checkpoint(again)
+    assert model.config.num_hidden_layers == 2
+    after = _weights(again)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # retrained: the same weights
+    assert (again / "log.csv").is_file()
