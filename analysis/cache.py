@@ -13,7 +13,7 @@ bytes in weights, a results table cut short, a deleted tokenizer) fails the chec
 check or the caller's ``load`` fails on an existing artifact, the artifact is moved aside as
 ``.<key>.broken-*``, reported, and rebuilt: never silently trusted. Checking costs one read
 of the artifact: sha256 runs at about 600 MB/s on one core of this 2-core CPU, so a
-``paper`` checkpoint (~110M parameters, ~440 MB) costs about 0.75 s per load, the order of
+``paper`` checkpoint (~110M parameters, ~440 MB) costs about 0.8 s per load, the order of
 reading its weights into a model at all; at that price every load checks every byte
 (trusting file sizes or timestamps instead would miss bytes flipped in place).
 
