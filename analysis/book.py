@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import jupytext
 import papermill
+from filelock import FileLock
 from IPython.display import Markdown, display
 from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
@@ -44,6 +46,7 @@ from tqdm.auto import tqdm
 from . import config
 from .cache import write_json_atomic
 from .provenance import git_commit, run_dir
+from .workers import check_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -234,17 +237,39 @@ def load_manifest() -> dict:
         return {"chapters": {}}
 
 
+def record_chapter(entry: dict, run_info: dict) -> dict:
+    """Merge one chapter's ``entry`` and the run's ``run_info`` (profile, commit, versions)
+    into the run manifest, read and written under its lock, so that runners sharing a run
+    directory never lose each other's records. Returns the manifest as written."""
+    path = run_dir() / "manifest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_name(".manifest.json.lock")):
+        manifest = load_manifest()
+        manifest.update(run_info)
+        manifest.setdefault("chapters", {})[entry["chapter"]] = entry
+        write_json_atomic(path, manifest)
+    return manifest
+
+
+def _stop_on_sigterm(signum, frame):
+    """SIGTERM (``timeout``, a scheduler) ends the runner like Ctrl-C, so the chapter it was
+    running is recorded as interrupted."""
+    raise SystemExit(128 + signum)
+
+
 def run(profile: str = "default", only: list[str] | None = None, overrides: dict | None = None,
         book: Path = BOOK, out_dir: Path | None = None, chapter_params: dict | None = None) -> dict:
-    """Execute the chosen chapters; returns the manifest. Raises ``ChapterFailure``.
+    """Execute the chosen chapters; returns the manifest. Raises ``ChapterFailure``. Each
+    chapter is recorded in the manifest as it ends: ok, failed (with the error) or interrupted
+    (Ctrl-C; SIGTERM too when run from the command line).
     ``chapter_params`` go to the chapters that declare them in their parameters cell. The
     provenance lines a chapter shows under its figures are stored in its manifest entry."""
+    check_workers()
     config.profile(profile, **(overrides or {}))  # fail now, not inside the first chapter
     out_dir = out_dir or book
     todo = select(chapters(book), only)
-    manifest = load_manifest()
-    manifest.update({"profile": profile, "commit": git_commit(), "versions": versions()})
-    manifest.setdefault("chapters", {})
+    info = {"profile": profile, "commit": git_commit(), "versions": versions()}
+    manifest = {"chapters": {}, **load_manifest(), **info}
     os.environ.setdefault("ANALYSIS_RUN_DIR", str(run_dir()))
     # progress bars inside a chapter update at most every 30 s: each update is a stream output
     # kept in the executed notebook (a default chapter 04 held 30,000 of them, 2 MB)
@@ -255,7 +280,7 @@ def run(profile: str = "default", only: list[str] | None = None, overrides: dict
         bar.set_postfix_str(md.stem)
         declared = chapter_parameters(md)
         params = {**parameters, **{k: v for k, v in (chapter_params or {}).items() if k in declared}}
-        entry = {"chapter": md.stem, "parameters": params, "commit": manifest["commit"],
+        entry = {"chapter": md.stem, "parameters": params, "commit": info["commit"],
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": "running"}
         provenance = run_dir() / "provenance" / f"{md.stem}.jsonl"
         provenance.unlink(missing_ok=True)
@@ -263,16 +288,15 @@ def run(profile: str = "default", only: list[str] | None = None, overrides: dict
         try:
             execute(md, params, out_dir)
             entry["status"] = "ok"
-        except ChapterFailure as failure:
-            entry["status"] = "failed"
-            entry["error"] = str(failure)
+        except BaseException as err:  # incl. KeyboardInterrupt and SIGTERM's SystemExit
+            entry["status"] = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
+            entry["error"] = str(err) if isinstance(err, ChapterFailure) else f"{type(err).__name__}: {err}"
             raise
         finally:
             entry["wall_s"] = round(time.perf_counter() - t0, 1)
             entry["figures"] = [json.loads(line) for line in provenance.read_text().splitlines()] \
                 if provenance.exists() else []
-            manifest["chapters"][md.stem] = entry
-            write_json_atomic(run_dir() / "manifest.json", manifest)
+            manifest = record_chapter(entry, info)
     return manifest
 
 
@@ -321,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile not in config.PROFILES:
         parser.error(f"unknown profile {args.profile!r}; valid profiles: {', '.join(config.PROFILES)}")
     overrides, params = split_parameters(args.p, select(chapters(), args.only))
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         manifest = run(args.profile, args.only, overrides, chapter_params=params)
     except ChapterFailure as failure:

@@ -8,14 +8,76 @@ A chapter names a profile and may override any field::
 ``default`` the rendered book on a laptop CPU: the whole book in under an hour on 2 cores.
 ``paper``   GPU scale, closer to the paper's (unknown, probably BERT-base-like) sizes.
 
+Every field has a valid range (``RANGES``, beside the fields), checked whenever a profile is
+made (``profile``, ``Profile.replace``, ``coerce`` of a command-line value), so a bad value
+fails at once with the field, the value and the range, not deep inside a run.
+
 Artifacts are cached by the subset of fields that produced them (``Profile.subset``),
 so changing a probing parameter never retrains a model.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Range:
+    """Finite numbers in an interval: ``Range(0, 1, low_open=True, high_open=True)`` is (0, 1);
+    ``multiple_of=2`` also asks for even integers."""
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    multiple_of: float = 0  # 0: any number in the interval
+
+    def __contains__(self, x) -> bool:
+        if not isinstance(x, (int, float)) or not math.isfinite(x) or not self.low <= x <= self.high:
+            return False
+        if self.multiple_of and x % self.multiple_of:
+            return False
+        return not ((self.low_open and x == self.low) or (self.high_open and x == self.high))
+
+    def __str__(self) -> str:
+        text = f"in {'(' if self.low_open or self.low == -math.inf else '['}{_number(self.low)}, " \
+               f"{_number(self.high)}{')' if self.high_open or self.high == math.inf else ']'}"
+        return text + (f", a multiple of {_number(self.multiple_of)}" if self.multiple_of else "")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a few values."""
+    values: tuple
+
+    def __contains__(self, x) -> bool:
+        return x in self.values and type(x) in {type(v) for v in self.values}
+
+    def __str__(self) -> str:
+        return " or ".join(map(repr, self.values))
+
+
+@dataclass(frozen=True)
+class Text:
+    """Strings matching ``pattern`` (a regular expression, matched whole)."""
+    pattern: str
+    description: str
+
+    def __contains__(self, x) -> bool:
+        return isinstance(x, str) and re.fullmatch(self.pattern, x) is not None
+
+    def __str__(self) -> str:
+        return self.description
+
+
+AT_LEAST_1, AT_LEAST_0, POSITIVE = Range(1), Range(0), Range(0, low_open=True)
+FRACTION = Range(0, 1, low_open=True, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -103,8 +165,49 @@ class Profile:
                 if getattr(self, f.name) != getattr(base, f.name)}
 
 
+    def __post_init__(self):
+        for f in fields(self):
+            check_range(f.name, getattr(self, f.name))
+
+
+# The valid values of every field (a tuple field: of each element). Ranges that depend on two
+# fields (RoCoder's d_model divisible by n_heads) are checked where the model is built.
+RANGES = {
+    "name": Text(r"[A-Za-z0-9_.-]+", "a name of letters, digits, '_', '.' and '-'"),
+    "seed": Range(0, 2**32 - 1),
+    "corpus": Text(r"pypi|codesearchnet:.+", "'pypi' or 'codesearchnet:PATH'"),
+    "corpus_set": Text(r"[A-Za-z0-9_-]+", "a set name of data/sources.toml"),
+    "max_file_bytes": AT_LEAST_1, "max_functions": AT_LEAST_0,
+    "vocab_size": Range(261),  # the 256 bytes and the 5 special tokens, then merges
+    "max_length": Range(8),    # 0 and 1 would turn truncation off
+    "d_model": Range(2), "n_layers": AT_LEAST_1, "d_state": Range(2, multiple_of=2),
+    "n_kernels": AT_LEAST_1, "hf_conv_width": AT_LEAST_0, "n_heads": AT_LEAST_1,
+    "mamba_d_state": AT_LEAST_1, "mamba_expand": AT_LEAST_1, "mamba_d_conv": AT_LEAST_1,
+    "dropout": Range(0, 1, high_open=True),
+    "pretrain_steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "weight_decay": AT_LEAST_0,
+    "warmup_steps": AT_LEAST_0, "mask_prob": FRACTION, "log_every": AT_LEAST_1,
+    "probe_functions_distance": AT_LEAST_1, "probe_functions_siblings": AT_LEAST_1,
+    "probe_functions_dfg": AT_LEAST_1, "probe_pairs_per_class": AT_LEAST_1, "probe_max_tokens": Range(2),
+    "probe_test_fraction": FRACTION, "probe_max_train_points": Range(2), "probe_sweep_points": Range(2),
+    "finetune_steps": AT_LEAST_1, "finetune_batch_size": Range(2),  # in-batch negatives need 2
+    "finetune_lr": POSITIVE, "seeds": AT_LEAST_1, "search_distractors": AT_LEAST_1,
+    "long_context_factor": Range(1), "type_vocab_size": AT_LEAST_1, "finetune_train_size": AT_LEAST_0,
+    "finetune_test_size": AT_LEAST_0,
+    "kernel_length": Range(2), "low_freq_cutoff": Range(0, 0.5, low_open=True),  # up to Nyquist
+    "energy_fraction": Range(0, 1, low_open=True),
+    "ablation": OneOf((False, True)), "throughput_lengths": AT_LEAST_1, "throughput_batch": AT_LEAST_1,
+}
 FIELD_NAMES = frozenset(f.name for f in fields(Profile))
 _TYPES = typing.get_type_hints(Profile)
+
+
+def check_range(name: str, value) -> None:
+    """Raise ``ValueError`` naming the field, the value and the range unless ``value`` is valid."""
+    valid = RANGES[name]
+    values = value if isinstance(value, tuple) else (value,)
+    if not values or not all(v in valid for v in values):
+        what = "a non-empty list, each " if isinstance(value, tuple) else ""
+        raise ValueError(f"parameter {name!r} must be {what}{valid}, got {value!r}")
 
 
 def _checked(overrides: dict) -> dict:
@@ -133,9 +236,11 @@ def coerce(name: str, value):
         if isinstance(value, str):
             value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
         try:
-            return tuple(int(v) for v in value)
+            converted = tuple(int(v) for v in value)
         except (TypeError, ValueError):
             raise ValueError(f"parameter {name!r} expects a list of integers, got {value!r}") from None
+        check_range(name, converted)
+        return converted
     try:
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
@@ -143,8 +248,7 @@ def coerce(name: str, value):
     except (TypeError, ValueError):
         raise ValueError(
             f"parameter {name!r} expects {kind.__name__}, got {value!r}") from None
-    if kind in (int, float) and name != "seed" and converted < 0:
-        raise ValueError(f"parameter {name!r} must be non-negative, got {value!r}")
+    check_range(name, converted)
     return converted
 
 

@@ -20,17 +20,16 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from . import models
-from .cache import config_key, write_json_atomic
+from .cache import config_key, save_atomic, write_json_atomic
 from .data import finetune_dataset, load_tokenizer, pretraining_texts
 from .data.tokenizer import tokenizer_key
 from .workers import in_worker
@@ -75,70 +74,130 @@ def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+def parameter_groups(params: list, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay for every parameter but those marked ``_no_weight_decay``
+    (the SSM parameters: S4D's A, step size and C, Mamba's A and D, as S4, BiGS and mamba-ssm
+    train them)."""
+    decay = [p for p in params if not getattr(p, "_no_weight_decay", False)]
+    no_decay = [p for p in params if getattr(p, "_no_weight_decay", False)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weight_decay: float,
         warmup: int, state_dir: Path | None = None, log_every: int = 10, desc: str = "training",
-        extra_params=()) -> pd.DataFrame:
-    """The shared loop: AdamW + linear warm-up/decay for ``steps`` steps over ``batches``
-    (an iterator that can be fast-forwarded by ``skip(n)``), resuming from ``state_dir``.
-    Returns the log (step, loss, seconds)."""
+        extra_params=(), generators: Sequence[torch.Generator] = ()) -> pd.DataFrame:
+    """The shared loop: AdamW + linear warm-up/decay for ``steps`` steps over ``batches``,
+    resuming from ``state_dir``. Returns the log (step, loss, seconds).
+
+    Every ``CHECKPOINT_EVERY`` steps ``state_dir/state.pt`` records all the loop depends on:
+    weights (and ``extra_params``), optimiser, schedule, the position of ``batches``
+    (``batches.state()``; iterators with only ``skip(n)`` are fast-forwarded instead), torch's
+    global RNG (dropout) and the states of ``generators`` (e.g. the loss's masking generator).
+    So a run interrupted and resumed ends with bit for bit the weights of one never
+    interrupted. The state is read with ``weights_only=True`` (tensors, numbers, strings, lists,
+    dicts: never code). A non-finite loss raises ``FloatingPointError`` naming the step and the
+    learning rate."""
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(parameter_groups(params, weight_decay), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_schedule(warmup, steps))
     model, opt = accelerator.prepare(model, opt)
-    start, rows, elapsed = 0, [], 0.0
+    parts = {"model": accelerator.unwrap_model(model), "opt": opt, "sched": sched, "batches": batches,
+             "extra": list(extra_params), "generators": list(generators)}
     state_file = state_dir / "state.pt" if state_dir is not None else None
-    if state_file is not None and state_file.exists():
-        try:
-            state = torch.load(state_file, weights_only=False)
-            accelerator.unwrap_model(model).load_state_dict(state["model"])
-            for p, saved in zip(extra_params, state.get("extra", [])):
-                p.data.copy_(saved)
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            start, rows, elapsed = state["step"], state["log"], state["elapsed"]
-            print(f"{desc}: resuming at step {start} from {state_file}")
-        except Exception as err:  # a broken partial state is discarded, not trusted
-            print(f"{desc}: partial state unreadable ({type(err).__name__}); starting over")
-            start, rows, elapsed = 0, [], 0.0
-    if start:
-        batches.skip(start)
+    start, rows, elapsed, window = _resume(state_file, parts, desc)
     model.train()
-    window, t0 = [], time.perf_counter()
+    t0 = time.perf_counter()
     quiet = {"disable": True} if in_worker() else {}  # else tqdm's defaults ($TQDM_DISABLE)
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=False, **quiet)
     for step in bar:
-        batch = next(batches)
-        loss = loss_fn(model, batch)
+        loss = loss_fn(model, next(batches))
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"{desc}: the loss is {value} at step {step + 1} of {steps} (learning rate "
+                f"{sched.get_last_lr()[0]:.3g} after warm-up/decay, peak {lr:.3g}); training diverged "
+                "and nothing is cached: lower the learning rate (-p lr ...) or check the data")
         accelerator.backward(loss)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        window.append(loss.item())
+        window.append(value)
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            now = time.perf_counter()
-            rows.append({"step": step + 1, "loss": float(np.mean(window)), "seconds": elapsed + now - t0})
+            rows.append({"step": step + 1, "loss": float(np.mean(window)),
+                         "seconds": elapsed + time.perf_counter() - t0})
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
             window = []
         if state_file is not None and (step + 1) % CHECKPOINT_EVERY == 0 and step + 1 < steps:
-            tmp = state_file.with_suffix(".tmp")
-            torch.save({"model": accelerator.unwrap_model(model).state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "step": step + 1, "log": rows,
-                        "elapsed": elapsed + time.perf_counter() - t0,
-                        "extra": [p.detach().clone() for p in extra_params]}, tmp)
-            tmp.replace(state_file)
+            _save_state(state_file, parts, step + 1, rows, elapsed + time.perf_counter() - t0, window)
     model.eval()
     return pd.DataFrame(rows, columns=["step", "loss", "seconds"])
 
 
+def _save_state(path: Path, parts: dict, step: int, rows: list, elapsed: float, window: list) -> None:
+    """Write the resumable state of ``fit`` atomically (``cache.save_atomic``)."""
+    batches = parts["batches"]
+    state = {"step": step, "log": rows, "elapsed": elapsed, "window": list(window),
+             "model": parts["model"].state_dict(), "opt": parts["opt"].state_dict(),
+             "sched": parts["sched"].state_dict(), "extra": [p.detach().clone() for p in parts["extra"]],
+             "batches": batches.state() if hasattr(batches, "state") else None,
+             "torch_rng": torch.get_rng_state(), "generators": [g.get_state() for g in parts["generators"]],
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    save_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def _resume(path: Path | None, parts: dict, desc: str) -> tuple[int, list, float, list]:
+    """(step, log rows, elapsed seconds, loss window) restored from ``path`` into ``parts``;
+    a fresh start if there is no state. An unreadable state (truncated, or not plain data)
+    is discarded before anything is restored; one that reads but does not fit is removed
+    and reported."""
+    if path is None or not path.exists():
+        return 0, [], 0.0, []
+    try:
+        state = torch.load(path, weights_only=True)
+        missing = sorted({"step", "log", "elapsed", "window", "model", "opt", "sched", "extra", "batches",
+                          "torch_rng", "generators", "cuda_rng"} - set(state))
+        if missing or len(state["generators"]) != len(parts["generators"]):
+            raise KeyError(f"missing {missing}" if missing else "a different number of generators")
+    except Exception as err:  # never trusted: the loop starts over and overwrites it
+        print(f"{desc}: partial state {path} unreadable ({type(err).__name__}: {err}); starting over")
+        return 0, [], 0.0, []
+    try:
+        parts["model"].load_state_dict(state["model"])
+        for p, saved in zip(parts["extra"], state["extra"], strict=True):
+            p.data.copy_(saved)
+        parts["opt"].load_state_dict(state["opt"])
+        parts["sched"].load_state_dict(state["sched"])
+        batches = parts["batches"]
+        if hasattr(batches, "restore"):
+            batches.restore(state["batches"])
+        else:  # an iterator that can only be fast-forwarded
+            batches.skip(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        for g, saved in zip(parts["generators"], state["generators"]):
+            g.set_state(saved)
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    except Exception as err:  # half restored: the model is no longer the fresh one
+        path.unlink(missing_ok=True)
+        raise RuntimeError(f"{desc}: partial state {path} does not fit this run ({type(err).__name__}: "
+                           f"{err}); removed it: run again to start over") from err
+    print(f"{desc}: resuming at step {state['step']} from {path}")
+    return state["step"], state["log"], state["elapsed"], state["window"]
+
+
 class Batches:
-    """Endless seeded batches of ``items``, reshuffled every epoch, each passed through
-    ``collate`` (the list itself by default); ``skip(n)`` fast-forwards n batches (resuming)."""
+    """Endless seeded batches of ``items``, reshuffled every epoch (one permutation per epoch
+    from one numpy generator seeded with ``seed``), each passed through ``collate`` (the list
+    itself by default; ``padded(pad_id)`` for token-id lists). ``state()``/``restore(state)``
+    save and restore the position exactly, for resuming; ``skip(n)`` fast-forwards n batches."""
 
     def __init__(self, items: list, batch_size: int, seed: int, collate: Callable = list):
         if not items:
             raise ValueError("no training items")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.items, self.batch_size, self.collate = items, min(batch_size, len(items)), collate
         self.rng = np.random.default_rng(seed)
         self.order, self.pos = self.rng.permutation(len(items)), 0
@@ -153,6 +212,17 @@ class Batches:
     def skip(self, n: int) -> None:
         for _ in range(n):
             self._indices()
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "order": torch.as_tensor(self.order),
+                "pos": self.pos, "items": len(self.items), "batch_size": self.batch_size}
+
+    def restore(self, state: dict) -> None:
+        if (state["items"], state["batch_size"]) != (len(self.items), self.batch_size):
+            raise ValueError(f"the saved batch position is for {state['items']} items in batches of "
+                             f"{state['batch_size']}, not {len(self.items)} in batches of {self.batch_size}")
+        self.rng.bit_generator.state = state["rng"]
+        self.order, self.pos = state["order"].numpy().copy(), int(state["pos"])
 
     def __iter__(self):
         return self
@@ -227,7 +297,7 @@ def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts
         return m(input_ids=inputs, attention_mask=mask, labels=labels).loss
 
     log = fit(model, batches, loss_fn, cfg.pretrain_steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
-              state_dir, cfg.log_every, desc=f"pretraining {model_name}")
+              state_dir, cfg.log_every, desc=f"pretraining {model_name}", generators=(gen,))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     log.to_csv(out / "log.csv", index=False)

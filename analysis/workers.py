@@ -2,35 +2,46 @@
 fine-tuning share, so that independent jobs use every core.
 
 These models are small, and 2 threads in one process do not use 2 cores fully: two 1-thread
-processes side by side do 1.29x (CodeSSM), 1.34x (RoCoder) and 1.50x (BiMamba) the contrastive
-fine-tuning steps of one 2-thread process (``python -m analysis.bench threads``; whole
-fine-tuning runs, with their tokenisation and single-threaded Python work, gain as well).
-DirectProbe's LPs run on one thread. So independent jobs (a layer's probe, a fine-tuning run) go to ``worker_count()`` processes
-of one thread each. ``$ANALYSIS_WORKERS`` sets the count (a positive integer; default
-``min(2, os.cpu_count())``); 1 runs every job in the calling process, in order.
+processes side by side do more contrastive fine-tuning steps than one 2-thread process
+(``python -m analysis.bench threads`` measures it; README). DirectProbe's LPs run on one
+thread. So independent jobs (a layer's probe, a fine-tuning run) go to ``worker_count()``
+processes of one thread each. ``$ANALYSIS_WORKERS`` sets the count (a positive integer, at
+most the CPU count: more is capped with a warning; default ``min(2, os.cpu_count())``); 1 runs
+every job in the calling process, in order. The runner calls ``check_workers()`` first, so a
+bad value fails before any chapter runs.
 
-The pool is started on first use and kept (starting it costs about 3 s of imports; a chapter
-runs dozens of jobs). Workers are spawned, not forked: forking is unsafe once torch has
-started its OpenMP threads. A job must be a module-level function with picklable arguments,
-and must not build a cache artifact another queued job also builds (``cache.cached`` does not
-lock): the caller builds shared artifacts first.
+The pool is started on first use and kept (a worker's imports take seconds; a chapter runs
+dozens of jobs). Workers are spawned, not forked: forking is unsafe once torch has started
+its OpenMP threads. A worker exits when its parent dies (SIGKILL, SIGTERM, a crash): a thread
+in each worker checks its parent's pid every ``PARENT_CHECK_S`` seconds. A job must be a
+module-level function with picklable arguments; two jobs building the same cache artifact
+are safe (``cache.cached`` locks it: the second waits), but the caller builds shared
+artifacts first so that the workers do not wait on each other.
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from typing import Callable, Sequence
 
+log = logging.getLogger(__name__)
 WORKERS_ENV = "ANALYSIS_WORKERS"
+PARENT_CHECK_S = 1.0
 _ONE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _POOL: dict = {"pool": None, "workers": 0, "atexit": False, "context": None}
 _IN_WORKER = False  # set by the initializer, in the worker processes only
+_CAPPED_WARNED: set = set()
 
 
 def worker_count() -> int:
-    """``$ANALYSIS_WORKERS`` if set (a positive integer), else ``min(2, os.cpu_count())``."""
+    """``$ANALYSIS_WORKERS`` if set (a positive integer; above the CPU count it is capped to
+    it, with a warning), else ``min(2, os.cpu_count())``."""
+    cpus = os.cpu_count() or 1
     raw = os.environ.get(WORKERS_ENV)
     if raw is None:
-        return min(2, os.cpu_count() or 1)
+        return min(2, cpus)
     try:
         n = int(raw.strip())
     except ValueError:
@@ -38,17 +49,41 @@ def worker_count() -> int:
     if n < 1:
         raise ValueError(f"{WORKERS_ENV} must be a positive integer (worker processes for probing "
                          f"and fine-tuning jobs), got {raw!r}")
+    if n > cpus:
+        if (n, cpus) not in _CAPPED_WARNED:
+            _CAPPED_WARNED.add((n, cpus))
+            log.warning("%s=%d is more than the %d CPUs of this machine; using %d worker processes",
+                        WORKERS_ENV, n, cpus, cpus)
+        return cpus
     return n
 
 
-def _one_thread_worker() -> None:
-    """Pool initializer: one BLAS/OpenMP/torch thread per worker (the workers are the
-    parallelism), and no progress bars (the caller shows one bar for all jobs). ``TQDM_DISABLE``
+def check_workers() -> int:
+    """Validate ``$ANALYSIS_WORKERS`` now (the runner calls this before any chapter runs);
+    returns the worker count. Raises ``ValueError`` on a bad value."""
+    return worker_count()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: end this process once ``parent`` is no longer its parent (it died; the
+    orphan was re-parented), checked every ``PARENT_CHECK_S`` seconds from a daemon thread."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)  # no clean-up to wait for: the work is lost with the parent anyway
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _one_thread_worker(parent: int | None = None) -> None:
+    """Pool initializer: exit when ``parent`` dies, one BLAS/OpenMP/torch thread per worker (the
+    workers are the parallelism), and no progress bars (the caller shows one bar for all jobs). ``TQDM_DISABLE``
     reaches bars only if tqdm is imported after it: a spawned worker first re-imports the
     caller's main script, which may have imported tqdm already; so loops that show bars
     also ask ``in_worker()``."""
     global _IN_WORKER
     _IN_WORKER = True
+    if parent is not None:
+        _exit_with_parent(parent)
     for name in _ONE_THREAD_ENV:  # for libraries loaded later in the worker
         os.environ[name] = "1"
     os.environ["TQDM_DISABLE"] = "1"
@@ -86,7 +121,7 @@ def _pool(workers: int):
         pool = None
     if pool is None:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_one_thread_worker)
+                                   initializer=_one_thread_worker, initargs=(os.getpid(),))
         if not _POOL["atexit"]:
             atexit.register(lambda: _POOL["pool"] is not None and _POOL["pool"].shutdown(cancel_futures=True))
             _POOL["atexit"] = True

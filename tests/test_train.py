@@ -1,8 +1,13 @@
 """The training loop: masking, schedule, resuming, and real learning on the smoke profile."""
+import itertools
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from analysis import config
+from analysis import checkpoints
 from analysis.train import Batches, linear_schedule, mask_tokens, padded
 
 
@@ -48,19 +53,26 @@ def test_smoke_pretraining_beats_the_unigram_baseline(name):
     assert meta["valid_mlm_loss"] < meta["unigram_entropy"] - 0.1, meta
 
 
+def _tiny_tokenizer(texts):
+    from tokenizers import Tokenizer, models as tm, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(tm.BPE(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=80, special_tokens=["<pad>", "<s>", "</s>", "<unk>", "<mask>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
+                                   bos_token="<s>", eos_token="</s>")
+
+
+TEXTS = [f"def f{i}(x):\n    return x + {i}\n" for i in range(40)]
+
+
 def test_interrupted_pretraining_resumes(cache_dir, monkeypatch):
     from analysis.checkpoints import pretrained as pretrain
     from analysis import cache
     from analysis.train import PRETRAIN_VERSION, pretrain_key
-    from tokenizers import Tokenizer, models as tm, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
-    texts = [f"def f{i}(x):\n    return x + {i}\n" for i in range(40)]
-    raw = Tokenizer(tm.BPE(unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=80, special_tokens=["<pad>", "<s>", "</s>", "<unk>", "<mask>"]))
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
-                                  bos_token="<s>", eos_token="</s>")
+    texts, tok = TEXTS, _tiny_tokenizer(TEXTS)
     cfg = config.profile("smoke", pretrain_steps=120, log_every=10)
     import analysis.train as train
     original, calls = train.mask_tokens, {"n": 0}
@@ -80,3 +92,222 @@ def test_interrupted_pretraining_resumes(cache_dir, monkeypatch):
     assert calls["n"] - 1000 <= 20 + 2  # 20 remaining steps (+ the validation batch), not 120
     log = __import__("pandas").read_csv(path / "log.csv")
     assert log["step"].tolist() == list(range(10, 121, 10))
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.mark.parametrize("name", ["codessm", "rocoder"])
+def test_a_resumed_pretraining_is_bit_for_bit_the_uninterrupted_one(cache_dir, tmp_path, monkeypatch, name):
+    """Killed after a scratch state exists (step 14; states every 7 steps, logs every 5: the
+    loss window is mid-way), resumed: the weights and the logged losses equal those of a run
+    never interrupted. Dropout is on (torch's global RNG); masking draws from its own generator;
+    40 texts in batches of 16 reshuffle every 2 batches (the batch order's generator)."""
+    import pandas as pd
+
+    import analysis.train as train
+
+    monkeypatch.setattr(train, "CHECKPOINT_EVERY", 7)
+    tok = _tiny_tokenizer(TEXTS)
+    cfg = config.profile("smoke", pretrain_steps=30, log_every=5, dropout=0.1, warmup_steps=5)
+    original, calls = train.mask_tokens, {"n": 0}
+
+    def crash_at_step_17(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 17:
+            raise RuntimeError("killed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train, "mask_tokens", crash_at_step_17)
+    with pytest.raises(RuntimeError, match="killed"):
+        checkpoints.pretrained(name, cfg, texts=TEXTS, tokenizer=tok, valid_texts=TEXTS[:4])
+    assert len(list(cache_dir.glob("pretrain/.*.scratch/state.pt"))) == 1
+    resumed = checkpoints.pretrained(name, cfg, texts=TEXTS, tokenizer=tok, valid_texts=TEXTS[:4])
+    assert calls["n"] == 16 + 1 + (30 - 14) + 1  # resumed at step 14 (+ the validation batch)
+    assert not list(cache_dir.glob("pretrain/.*.scratch"))  # removed once complete
+
+    monkeypatch.setenv("ANALYSIS_CACHE", str(tmp_path / "fresh"))
+    monkeypatch.setattr(train, "mask_tokens", original)
+    whole = checkpoints.pretrained(name, cfg, texts=TEXTS, tokenizer=tok, valid_texts=TEXTS[:4])
+    a, b = _weights(resumed), _weights(whole)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    la, lb = pd.read_csv(resumed / "log.csv"), pd.read_csv(whole / "log.csv")
+    assert la["step"].tolist() == list(range(5, 31, 5))
+    assert la["loss"].tolist() == lb["loss"].tolist()
+
+
+def test_sequence_batches_state_round_trips_through_a_weights_only_load(tmp_path):
+    seqs = [[i + 5] * (i % 7 + 1) for i in range(50)]
+    a = Batches(seqs, 4, 1, padded(0))
+    for _ in range(17):  # into the second epoch
+        next(a)
+    torch.save(a.state(), tmp_path / "b.pt")
+    b = Batches(seqs, 4, 99, padded(0))
+    b.restore(torch.load(tmp_path / "b.pt", weights_only=True))
+    for _ in range(30):  # across two more reshuffles
+        assert torch.equal(next(a)[0], next(b)[0])
+    with pytest.raises(ValueError, match="for 50 items in batches of 4, not 50 in batches of 5"):
+        Batches(seqs, 5, 1, padded(0)).restore(a.state())
+
+
+def test_sequence_batches_collate_examples_as_they_are():
+    examples = [{"q": i} for i in range(6)]
+    batches = Batches(examples, 3, seed=0)
+    seen = [next(batches) for _ in range(2)]
+    assert sorted(e["q"] for batch in seen for e in batch) == list(range(6))  # one epoch, each once
+    with pytest.raises(ValueError, match="no training items"):
+        Batches([], 1, seed=0)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        Batches([[1]], 0, 0, padded(0))
+
+
+def _linear_run(steps=6, lr=0.1, state_dir=None, loss=None):
+    from analysis.train import fit
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x, y = torch.ones(4, 3), torch.zeros(4, 1)
+    loss = loss or (lambda m, batch: ((m(batch[0]) - batch[1]) ** 2).mean())
+    log = fit(model, itertools.repeat((x, y)), loss, steps, lr, 0.0, 1, state_dir, log_every=1)
+    return model, log
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_learning_rate():
+    with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step 2 of 6 \(learning rate inf"):
+        _linear_run(lr=float("inf"))
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 1 of 6 \(learning rate 0.1"):
+        _linear_run(loss=lambda m, batch: m(batch[0]).sum() * float("nan"))
+
+
+def test_a_diverged_pretraining_caches_nothing(cache_dir, monkeypatch):
+    import analysis.train as train
+
+    monkeypatch.setattr(train, "linear_schedule", lambda warmup, total: lambda step: float("inf"))
+    cfg = config.profile("smoke", pretrain_steps=5)
+    with pytest.raises(FloatingPointError, match="at step 2 of 5"):
+        checkpoints.pretrained("codessm", cfg, texts=TEXTS, tokenizer=_tiny_tokenizer(TEXTS), valid_texts=TEXTS[:4])
+    leftovers = [p.name for p in (cache_dir / "pretrain").iterdir()]
+    assert not [n for n in leftovers if not n.startswith(".") or ".tmp-" in n], leftovers  # no artifact
+
+
+class _Planted:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):  # unpickling this would run os.mkdir(target): code from the cache
+        return os.mkdir, (self.target,)
+
+
+def test_a_planted_state_runs_no_code_and_training_starts_over(tmp_path, capsys):
+    state_dir = tmp_path / "scratch"
+    state_dir.mkdir()
+    torch.save({"model": _Planted(str(tmp_path / "pwned")), "step": 3}, state_dir / "state.pt")
+    _, log = _linear_run(state_dir=state_dir)
+    assert not (tmp_path / "pwned").exists()
+    assert "unreadable" in capsys.readouterr().out
+    assert log["step"].tolist() == list(range(1, 7))  # from the start
+
+
+def test_no_state_is_ever_loaded_with_code():
+    root = Path(__file__).resolve().parents[1] / "analysis"
+    hits = [str(p) for p in root.rglob("*.py") if "weights_only=False" in p.read_text()]
+    assert hits == []
+
+
+def test_a_full_disk_while_saving_state_is_a_clear_error_without_leftovers(tmp_path, monkeypatch):
+    import analysis.train as train
+    from analysis.cache import DiskFull
+
+    def full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed "
+                           "writing file data/0: file write failed")
+    monkeypatch.setattr(train, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(DiskFull, match=r"could not write .*scratch/state\.pt.* MB free"):
+        _linear_run(state_dir=tmp_path / "scratch")
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+class _StackedExamples:
+    """An iterator that can only be fast-forwarded (``skip(n)``, no ``state()``), as tensors."""
+
+    def __init__(self, points):
+        self.inner = Batches(points, 4, seed=2)
+
+    def skip(self, n):
+        self.inner.skip(n)
+
+    def __next__(self):
+        return torch.stack(next(self.inner))
+
+
+@pytest.mark.parametrize("kind", ["state", "skip"])
+def test_resuming_fit_gives_the_uninterrupted_weights(tmp_path, monkeypatch, kind):
+    """The loop alone: dropout (torch's global RNG), a loss with its own generator, and
+    batches reshuffled by theirs (restored from their state, or fast-forwarded)."""
+    import analysis.train as train
+    from analysis.train import fit
+
+    monkeypatch.setattr(train, "CHECKPOINT_EVERY", 3)
+
+    def run(state_dir, crash_at=None):
+        torch.manual_seed(0)
+        model, gen = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1)), \
+            torch.Generator().manual_seed(1)
+        calls = {"n": 0}
+
+        def loss(m, batch):
+            calls["n"] += 1
+            if calls["n"] == crash_at:
+                raise KeyboardInterrupt
+            noise = torch.randn(batch.shape, generator=gen)
+            return ((m(batch + noise) - batch.sum(1, keepdim=True)) ** 2).mean()
+        points = list(torch.arange(30.0).reshape(10, 3) / 30)  # batch order from the batches' own RNG
+        if kind == "state":
+            batches = Batches(points, 4, 2, collate=torch.stack)
+        else:
+            batches = _StackedExamples(points)
+        fit(model, batches, loss, 10, 0.05, 0.0, 2, state_dir, 1, generators=(gen,))
+        return model
+    whole = run(None)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, crash_at=8)  # states at steps 3 and 6
+    resumed = run(tmp_path)
+    assert all(torch.equal(p, q) for p, q in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+
+def _flip_a_weight_byte(path):
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-3] ^= 0xFF  # inside the last tensor's data: the header still reads
+    (path / "model.safetensors").write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: (p / "tokenizer.json").unlink(),
+    lambda p: (p / "tokenizer_config.json").unlink(),
+    lambda p: (p / "log.csv").unlink(),
+    lambda p: (p / "config.json").write_text((p / "config.json").read_text().replace('"num_hidden_layers": 2', '"num_hidden_layers": 3')),
+    _flip_a_weight_byte,
+], ids=["tokenizer.json deleted", "tokenizer_config.json deleted", "log.csv deleted", "config.json edited",
+        "weights flipped"])
+def test_a_damaged_checkpoint_is_retrained_not_failing_forever(cache_dir, damage):
+    """Each of these passed the old check (config parses, weights header reads) and then failed,
+    or silently loaded wrong weights, on every run."""
+    from analysis import models
+    from analysis.checkpoints import pretrained as pretrain
+
+    cfg = config.profile("smoke", pretrain_steps=3)
+    tok = _tiny_tokenizer(TEXTS)
+    path = pretrain("codessm", cfg, texts=TEXTS, tokenizer=tok, valid_texts=TEXTS[:4])
+    before = {k: v.clone() for k, v in _weights(path).items()}  # not views of the file
+    damage(path)
+    again = pretrain("codessm", cfg, texts=TEXTS, tokenizer=tok, valid_texts=TEXTS[:4])
+    assert again == path and len(list(path.parent.glob(f".{path.name}.broken-*"))) == 1
+    model, _ = models.load_checkpoint(again)
+    assert model.config.num_hidden_layers == 2
+    after = _weights(again)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # retrained: the same weights
+    assert (again / "log.csv").is_file()

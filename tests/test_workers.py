@@ -29,10 +29,29 @@ def test_worker_count_must_be_a_positive_integer(monkeypatch, value):
 
 
 def test_worker_count_default_and_override(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
     monkeypatch.delenv("ANALYSIS_WORKERS", raising=False)
-    assert workers.worker_count() == min(2, os.cpu_count() or 1)
+    assert workers.worker_count() == 2
     monkeypatch.setenv("ANALYSIS_WORKERS", "3")
     assert workers.worker_count() == 3
+
+
+def test_more_workers_than_cpus_are_capped_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("ANALYSIS_WORKERS", "64")
+    assert workers.check_workers() == 2
+    assert "ANALYSIS_WORKERS=64 is more than the 2 CPUs" in caplog.text
+    caplog.clear()
+    assert workers.worker_count() == 2 and caplog.text == ""  # warned once
+
+
+def test_the_runner_checks_the_worker_count_before_any_chapter(monkeypatch, tmp_path):
+    from analysis import book
+    monkeypatch.setenv("ANALYSIS_WORKERS", "many")
+    monkeypatch.setenv("ANALYSIS_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(book, "execute", lambda *a, **k: pytest.fail("a chapter ran"))
+    with pytest.raises(ValueError, match="ANALYSIS_WORKERS must be a positive integer"):
+        book.run("smoke", only=["01"])
 
 
 def test_results_come_back_in_job_order_from_one_kept_single_threaded_pool(monkeypatch):
@@ -89,3 +108,49 @@ def test_threads_benchmark_compares_one_process_with_single_threaded_ones_side_b
         bench.threads_benchmark(("codessm",), threads=1)
     with pytest.raises(ValueError, match="unknown"):
         bench.threads_benchmark(("gpt",))
+
+
+_PARENT = """
+import sys, time
+from analysis import workers
+
+if __name__ == "__main__":
+    workers.run_jobs([(time.sleep, (0.5,))] * 2, "start", progress=False, workers=2)
+    import multiprocessing
+    print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid):
+    """Running (a zombie waiting for a reaper counts as gone: it runs no code)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from /proc")
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_workers_exit_within_seconds_when_their_parent_is_killed(tmp_path, sig):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd(), "ANALYSIS_WORKERS": "2"})
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        parent.send_signal(getattr(signal, sig))
+        parent.wait(timeout=10)
+        end = time.monotonic() + 5 * workers.PARENT_CHECK_S + 2
+        while any(_alive(p) for p in pids) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not [p for p in pids if _alive(p)], "workers outlived their parent"
+    finally:
+        parent.kill()
