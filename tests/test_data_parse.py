@@ -25,7 +25,7 @@ def test_tokens_depths_distances_siblings():
     assert p.is_sibling(0, 1) and p.is_sibling(2, 3) and p.is_sibling(6, 7)
     assert not p.is_sibling(3, 7) and not p.is_sibling(0, 0)
     # the reference's rule: a is a leaf child of parameters, a non-block node beside def
-    assert p.is_sibling(0, 3) and p.is_sibling(3, 0) and p.is_sibling(5, 3)
+    assert p.is_sibling(0, 3) and p.is_sibling(5, 3) and not p.is_sibling(3, 0)
     assert not parse_function("def f(a):\n    return a\n", siblings_below=False).is_sibling(0, 3)
     assert p.dfg_edges == [(7, 3, "comesFrom")]
     assert (p.tokens[1].start_char, p.tokens[1].end_char) == (4, 5)

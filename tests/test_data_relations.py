@@ -4,6 +4,7 @@ input that used to crash (issue 23). Token indices are written out above each ca
 import pytest
 
 from analysis.data import CodeParseError, parse_function
+from analysis.data.probes import candidate_pairs
 
 CF, CM = "computedFrom", "comesFrom"
 
@@ -66,7 +67,7 @@ def test_literals_are_nodes_by_default():
 def test_siblings_one_level_below_a_non_block_sibling():
     # def0 f1 (2 )3 :4 return5 g6 (7 a8 )9
     p = parse_function("def f():\n    return g(a)\n")
-    assert p.is_sibling(5, 6) and p.is_sibling(6, 5)    # g: leaf child of call, beside return
+    assert p.is_sibling(5, 6) and not p.is_sibling(6, 5)  # g: leaf child of call, beside return
     assert not p.is_sibling(5, 8) and not p.is_sibling(5, 7)  # two levels below
     assert not parse_function("def f():\n    return g(a)\n", siblings_below=False).is_sibling(5, 6)
     # def0 f1 (2 )3 :4 x5 =6 1 7 ;8 y9 =10 2 11   (';' is a leaf child of the block)
@@ -105,3 +106,33 @@ def test_deep_expression_is_a_parse_error():
 def test_lone_surrogate_is_a_parse_error():
     with pytest.raises(CodeParseError, match="surrogate"):
         parse_function("x = '\ud800'\n")
+
+
+def test_none_true_false_are_keywords_of_the_distance_probe():
+    # def0 f1 (2 )3 :4 return5 True6 or7 False8: boolean_operator > True, or, False
+    p = parse_function("def f():\n    return True or False\n")
+    assert [p.tokens[k].type for k in (6, 7, 8)] == ["true", "or", "false"]
+    two = candidate_pairs("distance", p)[0]  # label 0 = distance 2
+    assert {(6, 7), (7, 6), (8, 7), (6, 8)} <= set(two)
+    # def0 f1 (2 )3 :4 return5 None6
+    assert (6, 5) in candidate_pairs("distance", parse_function("def f():\n    return None\n"))[0]
+
+
+def test_siblings_pairs_start_at_a_keyword():
+    # def0 f1 (2 )3 :4 return5 g6 (7 a8 )9
+    out = candidate_pairs("siblings", parse_function("def f():\n    return g(a)\n"))
+    # def: f and ':' share its parent; '(' and ')' are leaves of parameters beside it
+    assert sorted(out[1]) == [(0, 1), (0, 2), (0, 3), (0, 4), (5, 6)]
+    assert len(out[0]) == (10 - 1 - 4) + (10 - 1 - 1)
+
+
+def test_dfg_no_edge_pairs_reference_and_variables():
+    # def0 f1 (2 a3 )4 :5 b6 =7 a8: edges a8 <- a3 (comesFrom), b6 <- a8 (computedFrom)
+    p = parse_function("def f(a):\n    b = a\n")
+    ref = candidate_pairs("dfg", p)
+    assert ref[1] == [(8, 3)] and ref[2] == [(6, 8)]
+    # from each token with an edge (6, 8) to every other token but its own edge's end
+    assert sorted(ref[0]) == [(6, j) for j in range(9) if j not in (6, 8)] + \
+        [(8, j) for j in range(9) if j not in (3, 8)]
+    var = candidate_pairs("dfg", p, all_tokens=False)  # variables f1 a3 b6 a8, no edge either way
+    assert sorted(var[0]) == [(1, 3), (1, 6), (1, 8), (3, 1), (3, 6), (6, 1), (6, 3), (8, 1)]

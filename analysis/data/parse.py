@@ -14,10 +14,12 @@ where a string token sits at its opening quote leaf, one level below the ``strin
 keep the smallest distance), or at the ``string`` node itself (``string_quotes=False``).
 
 Siblings (the AST-siblings relation of Anand et al., "A Critical Study of What Code-LLMs
-(Do Not) Learn", 2024): tokens u != v are siblings when they share a parent node, or, with
-``siblings_below=True`` (their rule, the default), when one of them is a leaf child of a
-non-``block`` node that is a sibling of the other (in ``return f(x)``, ``return`` and ``f``).
-A string token counts as a leaf of its parent, not one level below (its quotes would be two).
+(Do Not) Learn", 2024): token v is a sibling of token u != v when they share a parent node,
+or, with ``siblings_below=True`` (their rule, the default), when v is a leaf child of a
+non-``block`` node that is a sibling of u (in ``return f(x)``, ``f`` is a sibling of
+``return``). With that rule the relation is seen from u, as theirs is (the keyword of a
+probe pair): ``return`` is not a sibling of ``f``. A string token counts as a leaf of its
+parent, not one level below (its quotes are).
 
 Data flow (``dfg_edges``) follows GraphCodeBERT's graph (Guo et al., ICLR 2021); see
 ``analysis.data.dataflow``. ``literals=True`` makes literals nodes of it, as GraphCodeBERT does.
@@ -96,14 +98,13 @@ class ParsedCode:
         return total - 2 * da
 
     def is_sibling(self, i: int, j: int) -> bool:
-        """True when tokens i != j share a parent node or, with ``siblings_below``, one is
-        a leaf child of a non-block sibling node of the other."""
+        """True when token j != i shares i's parent node or, with ``siblings_below``, is a
+        leaf child of a non-block node beside i (the reference's rule, seen from i: in
+        ``return f(x)``, f is a sibling of ``return`` but ``return`` is none of f's)."""
         self._check(i, j)
         if i == j:
             return False
-        if self.parents[i] == self.parents[j]:
-            return True
-        return self.siblings_below and (self._below(i, j) or self._below(j, i))
+        return self.parents[i] == self.parents[j] or (self.siblings_below and self._below(i, j))
 
     def _below(self, i: int, j: int) -> bool:
         """Token j is a leaf whose parent is a non-block node beside token i."""

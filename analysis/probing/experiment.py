@@ -154,7 +154,7 @@ def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
     metric, value); cached."""
     from .. import models
     from ..data import probe_dataset
-    from ..data.probes import TASKS
+    from ..data.probes import TASKS, probe_data_key
 
     if task not in TASKS:
         raise ValueError(f"unknown probe task {task!r}; tasks: {', '.join(TASKS)}")
@@ -163,7 +163,8 @@ def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
     bad = [x for x in layers if not 0 <= x <= n_layers]
     if bad:
         raise ValueError(f"layers {bad} out of range: {model} has layers 0..{n_layers} (0 = embeddings)")
-    key = {"model": model, "task": task, "layers": layers, **weights, **cfg.subset(*PROBE_FIELDS)}
+    key = {"model": model, "task": task, "layers": layers, **weights, **cfg.subset(*PROBE_FIELDS),
+           "data": probe_data_key(cfg, task)}
 
     def build(out: Path) -> None:
         data = probe_dataset(cfg, task)
