@@ -304,16 +304,24 @@ class _Flow:
             s = self.block(node_field(node, "body"), s)
             if node.type == "while_statement":
                 self.reads(node_field(node, "condition"), s)
-            s = merge([entry, s])
-        out = self.after_loop(entry, s)
+            s = self.loop_state(entry, s)
+        out = self.loop_state(entry, s)
         alt = node_field(node, "alternative")
         if alt is not None:
             out = self.block(node_field(alt, "body"), out)
         return out
 
-    def after_loop(self, entry, s) -> dict:
-        """The body may run zero times: definitions before the loop reach past it."""
+    def loop_state(self, entry, s) -> dict:
+        """The state after one more pass, or after the loop: the body may run zero times,
+        so definitions before the loop reach past it."""
         return merge([entry, s])
+
+    def enter(self, state) -> dict:
+        """The state inside a nested scope: a copy (its definitions do not leak out)."""
+        return dict(state)
+
+    def leave(self, state, inner) -> None:
+        """Leaving a nested scope changes nothing outside it."""
 
     def parameters(self, params, outer, inner) -> None:
         """Bind a function's or lambda's parameters in ``inner``; defaults are read in
@@ -330,7 +338,7 @@ class _Flow:
     def scope(self, node, state) -> None:
         """A nested function or class: parameters and locals stay inside; its name is a
         definition outside."""
-        inner = dict(state)
+        inner = self.enter(state)
         params = node.child_by_field_name("parameters")
         if params is not None:
             self.parameters(params, state, inner)
@@ -343,19 +351,20 @@ class _Flow:
         if name is not None:
             self.define(name, [], state)
             inner.setdefault(name.text, state[name.text])  # recursion sees its own name
-        self.block(node_field(node, "body"), inner)
+        self.leave(state, self.block(node_field(node, "body"), inner))
 
     def lambda_(self, node, state) -> None:
-        inner = dict(state)
+        inner = self.enter(state)
         params = node.child_by_field_name("parameters")
         if params is not None:
             self.parameters(params, state, inner)
         self.reads(node.child_by_field_name("body"), inner)
+        self.leave(state, inner)
 
     def comprehension(self, node, state) -> list[int]:
         """Reads of a comprehension: its body, iterables and conditions (all sources of
         what the comprehension is assigned to); its variables stay inside."""
-        inner = dict(state)
+        inner = self.enter(state)
         out = []
         for clause in node.named_children:
             if clause.type == "for_in_clause":
@@ -366,7 +375,9 @@ class _Flow:
                 for child in clause.named_children:
                     out += self.reads(child, inner)
         body = node.child_by_field_name("body")
-        return self.reads(body, inner) + out if body is not None else out
+        out = self.reads(body, inner) + out if body is not None else out
+        self.leave(state, inner)
+        return out
 
 
 def node_field(node, name):

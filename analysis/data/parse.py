@@ -172,7 +172,7 @@ def parse_function(code: str | bytes, language: str = "python", *, dataflow: boo
     if language != "python":
         raise ValueError(f"only language='python' is supported, got {language!r}")
     text, data, tree = parse_tree(code, max_bytes)
-    parsed, node_ids = _walk(tree, text, data, string_quotes)
+    parsed, node_ids = walk_tree(tree, text, data, string_quotes)
     parsed.siblings_below = siblings_below
     if dataflow:
         try:
@@ -183,7 +183,7 @@ def parse_function(code: str | bytes, language: str = "python", *, dataflow: boo
     return parsed
 
 
-def _walk(tree, text: str, data: bytes, string_quotes: bool) -> tuple[ParsedCode, dict]:
+def walk_tree(tree, text: str, data: bytes, string_quotes: bool = True) -> tuple[ParsedCode, dict]:
     """Tokens and node arrays of ``tree`` (pre-order; a string's inner nodes are kept as
     nodes but are no tokens); ``node_ids`` maps a token's byte span to its index."""
     char_of = _byte_to_char(text, data)
