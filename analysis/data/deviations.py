@@ -29,18 +29,22 @@ class Deviation:
     example: str    # three lines of code
     reference: str  # what the reference does on the example
     book: str       # the book's choice, and why
+    field: str = ""     # the profile field that switches to the project's variant
+    variant: str = ""   # what that variant does
 
 
 D = Deviation
 DEVIATIONS = [
     D("literals", "dfg", "literals are data-flow nodes", "def f(a=None):\n    x = 0\n    return x",
-      "a <- None, x <- 0", "reference (profile field probe_dfg_literals; False: variables only)"),
+      "a <- None, x <- 0", "reference", "probe_dfg_literals", "variables only"),
     D("no_edge", "dfg", '"no edge" pairs from all tokens', "def f(a):\n    b = a\n    return b",
-      "(b, def), (b, return), ...", "reference (probe_dfg_literals; False: two variables, no edge either way)"),
+      "(b, def), (b, return), ...", "reference", "probe_dfg_literals",
+      "between two variables with no edge either way"),
     D("below", "siblings", "siblings one level below a non-block sibling", "def f(a):\n    b = a\n    return g(b)",
-      "g is a sibling of return", "reference (probe_siblings_below; False: same parent only)"),
+      "g is a sibling of return", "reference", "probe_siblings_below", "same parent only"),
     D("quotes", "distance", "a string measured from its quote leaf", "def f():\n    s = 'a'\n    return 'b'",
-      "d(return, 'b') = 3 (2 from the string node)", "reference (probe_string_quotes; False: string node)"),
+      "d(return, 'b') = 3 (2 from the string node)", "reference", "probe_string_quotes",
+      "from the string node"),
     D("true_or", "distance", "`true` and `or` among the keywords", "def f(a):\n    b = a or True\n    return b",
       "neither (a missing comma joins them)", "both: the list names them; the comma is a slip"),
     D("names", "dfg", "attribute and keyword-argument names are variables",
@@ -222,11 +226,19 @@ def _tree_counts(cfg) -> dict[str, tuple[int, int]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
+def _choice(cfg, d: Deviation) -> str:
+    if not d.field:
+        return d.book
+    if getattr(cfg, d.field):
+        return f"reference, as the paper ({d.field}; off: {d.variant})"
+    return f"the project's variant ({d.field} off): {d.variant}"
+
+
 def deviation_table(cfg) -> pd.DataFrame:
     """One row per deviation: task, what differs, example, the reference, the book's choice
     and why, pairs changed and pairs compared (on ``cfg``'s probe functions)."""
     counts = {**_tree_counts(cfg), **_dfg_counts(cfg, choose_functions(cfg, "dfg")[0])}
     rows = [{"task": d.task, "what differs": d.what, "example": d.example, "reference": d.reference,
-             "book": d.book, "pairs changed": counts[d.key][0], "pairs compared": counts[d.key][1]}
-            for d in DEVIATIONS]
+             "book": _choice(cfg, d), "pairs changed": counts[d.key][0],
+             "pairs compared": counts[d.key][1]} for d in DEVIATIONS]
     return pd.DataFrame(rows)
