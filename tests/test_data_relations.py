@@ -1,10 +1,13 @@
 """The relations' definitions on hand-worked functions: the four data-flow bugs fixed
 (issue 21), each definition option (reference pipeline vs the project's variant), and
 input that used to crash (issue 23). Token indices are written out above each case."""
+import json
+
 import pytest
 
+from analysis import config
 from analysis.data import CodeParseError, parse_function
-from analysis.data.probes import candidate_pairs
+from analysis.data.probes import candidate_pairs, choose_functions
 
 CF, CM = "computedFrom", "comesFrom"
 
@@ -136,3 +139,15 @@ def test_dfg_no_edge_pairs_reference_and_variables():
         [(8, j) for j in range(9) if j not in (3, 8)]
     var = candidate_pairs("dfg", p, all_tokens=False)  # variables f1 a3 b6 a8, no edge either way
     assert sorted(var[0]) == [(1, 3), (1, 6), (1, 8), (3, 1), (3, 6), (6, 1), (6, 3), (8, 1)]
+
+
+def test_probe_functions_that_cannot_be_parsed_are_counted(tmp_path, cache_dir):
+    codes = [f"def f{k}(a):\n    b = a + {k}\n    return b\n" for k in range(6)]
+    codes.append("def deep(a):\n    return " + " + ".join(["a"] * 20_000) + "\n")
+    rows = [{"code": c, "docstring": "", "func_name": c[4:c.index("(")], "repo": "r", "path": "p.py"}
+            for c in codes]
+    (tmp_path / "csn.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = config.profile("smoke", corpus=f"codesearchnet:{tmp_path / 'csn.jsonl'}", probe_functions_dfg=6)
+    chosen, skipped = choose_functions(cfg, "dfg")
+    assert sorted(c[0].rsplit(":", 1)[1] for c in chosen) == [f"f{k}" for k in range(6)]
+    assert skipped == {"does not parse: code is nested too deeply for the data-flow walk": 1}
