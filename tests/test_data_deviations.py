@@ -61,3 +61,12 @@ def test_changed_pairs_are_counted_once_per_token_pair():
     assert counts["self"] == (4, n_pairs)
     # neither example has a literal: literals as nodes change nothing here
     assert counts["literals"] == (0, n_pairs)
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED))
+def test_emulation_changes_nothing_where_its_construct_is_absent(key):
+    # an annotation without a value, try/finally without a handler, a starred target, a
+    # nested def with a default, a comprehension: none of the artefacts' constructs
+    code = ("def f(a):\n    x: int\n    try:\n        y = a\n    finally:\n        pass\n"
+            "    *z, w = a\n    def g(b=a):\n        return b\n    return [v for v in z if v], g\n")
+    assert emulate(code, key) == set(parse_function(code).dfg_edges)

@@ -127,7 +127,8 @@ class _Reference(_Flow):
                     self.reads(node.child_by_field_name("right"), state), state)
 
     def assignment(self, node, state):
-        if self.artefact != "chained" or node.child_by_field_name("right").type != "assignment":
+        right = node.child_by_field_name("right")
+        if self.artefact != "chained" or right is None or right.type != "assignment":
             return super().assignment(node, state)
         targets, value = [], node
         while value is not None and value.type == "assignment":
@@ -203,6 +204,11 @@ def _dfg_counts(cfg, functions) -> dict[str, tuple[int, int]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
+def _label(distance: int) -> int | None:
+    """The distance probe's class of a pair (None: outside 2..6, no pair)."""
+    return distance if 2 <= distance <= 6 else None
+
+
 def _tree_counts(cfg) -> dict[str, tuple[int, int]]:
     """(pairs whose label differs, keyword-first pairs compared) for the tree relations."""
     out = {"below": [0, 0], "quotes": [0, 0], "true_or": [0, 0]}
@@ -212,15 +218,14 @@ def _tree_counts(cfg) -> dict[str, tuple[int, int]]:
                  for j in range(len(p.tokens)) if j != i]
         out["below"][0] += sum(p.is_sibling(i, j) != q.is_sibling(i, j) for i, j in pairs)
         out["below"][1] += len(pairs)
-    label = lambda d: d if 2 <= d <= 6 else None  # noqa: E731  (outside the classes: no pair)
     for _, code, p in choose_functions(cfg, "distance")[0]:
         q = parse(code, dataflow=False, string_quotes=not cfg.probe_string_quotes)
         pairs = [(i, j) for i, t in enumerate(p.tokens) if t.type in KEYWORDS
                  for j in range(len(p.tokens)) if j != i]
-        out["quotes"][0] += sum(label(p.tree_distance(i, j)) != label(q.tree_distance(i, j))
+        out["quotes"][0] += sum(_label(p.tree_distance(i, j)) != _label(q.tree_distance(i, j))
                                 for i, j in pairs)
         out["quotes"][1] += len(pairs)
-        out["true_or"][0] += sum(p.tokens[i].type in {"true", "or"} and label(p.tree_distance(i, j))
+        out["true_or"][0] += sum(p.tokens[i].type in {"true", "or"} and _label(p.tree_distance(i, j))
                                  is not None for i, j in pairs)
         out["true_or"][1] += len(pairs)
     return {k: tuple(v) for k, v in out.items()}
