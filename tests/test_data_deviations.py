@@ -30,6 +30,8 @@ EXPECTED = {
     "augmented": (set(), {(8, 3, CM)}),
     # def0 f1 (2 v3 )4 :5 i6 =7 j8 =9 v10 return11 i12
     "chained": ({(6, 8, CF)}, set()),
+    # def0 f1 (2 a3 :4 int5 =6 0 7 )8 :9 b10 =11 a12 return13 b14
+    "typed_defaults": (set(), {(3, 7, CM)}),
     # def0 f1 (2 xs3 )4 :5 ys6 =7 [8 x9 for10 x11 in12 xs13 ]14 return15 x16
     "scopes": ({(16, 11, CM)}, set()),
 }

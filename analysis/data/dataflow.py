@@ -34,7 +34,8 @@ Deviations from GraphCodeBERT's ``DFG_python``, each an artefact of its implemen
 - each ``except`` starts from the states before and after the ``try`` body (not in sequence);
 - ``x += y`` also reads x (GraphCodeBERT: only x from y);
 - ``i = j = 0``: i from 0, not from j;
-- comprehension variables and a nested function's locals stay in their scope.
+- comprehension variables and a nested function's locals stay in their scope;
+- a typed default ``a: int = 0`` is a default too: a <- 0 (GraphCodeBERT links untyped ones only).
 """
 from __future__ import annotations
 
@@ -327,13 +328,16 @@ class _Flow:
         """Bind a function's or lambda's parameters in ``inner``; defaults are read in
         ``outer`` and are the parameter's sources (comesFrom, as in GraphCodeBERT)."""
         for p in params.named_children:
-            if p.type in DEFAULT_PARAMETERS:
-                sources = self.reads(p.child_by_field_name("value"), outer)
-                self.define(p.child_by_field_name("name"), sources, inner, kind="comesFrom")
-            elif p.type == "typed_parameter":
-                self.define(p.named_children[0], [], inner)
-            elif p.type in {"identifier", "list_splat_pattern", "dictionary_splat_pattern"}:
-                self.define(p, [], inner)
+            self.parameter(p, outer, inner)
+
+    def parameter(self, p, outer, inner) -> None:
+        if p.type in DEFAULT_PARAMETERS:
+            sources = self.reads(p.child_by_field_name("value"), outer)
+            self.define(p.child_by_field_name("name"), sources, inner, kind="comesFrom")
+        elif p.type == "typed_parameter":
+            self.define(p.named_children[0], [], inner)
+        elif p.type in {"identifier", "list_splat_pattern", "dictionary_splat_pattern"}:
+            self.define(p, [], inner)
 
     def scope(self, node, state) -> None:
         """A nested function or class: parameters and locals stay inside; its name is a

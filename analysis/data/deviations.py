@@ -66,6 +66,8 @@ DEVIATIONS = [
       "x <- y only", "also x <- x (parameter): += reads x (artefact)"),
     D("chained", "dfg", "`i = j = v` computes i from j", "def f(v):\n    i = j = v\n    return i",
       "i <- j, i <- v, j <- v", "i <- v, j <- v: both take the value (artefact)"),
+    D("typed_defaults", "dfg", "a typed default is no default",
+      "def f(a: int = 0):\n    b = a\n    return b", "no a <- 0", "a <- 0, as untyped (artefact)"),
     D("scopes", "dfg", "comprehension and nested-function variables leak out",
       "def f(xs):\n    ys = [x for x in xs]\n    return x", "return x <- the comprehension's x",
       "no edge: Python 3 scopes (artefact)"),
@@ -115,6 +117,12 @@ class _Reference(_Flow):
 
     def loop_state(self, entry, s):
         return s if self.artefact == "loop_exit" else super().loop_state(entry, s)
+
+    def parameter(self, p, outer, inner):
+        if self.artefact != "typed_defaults" or p.type != "typed_default_parameter":
+            return super().parameter(p, outer, inner)
+        self.reads(p.child_by_field_name("value"), outer)
+        self.define(p.child_by_field_name("name"), [], inner)
 
     def leave(self, state, inner):
         if self.artefact == "scopes":
