@@ -122,7 +122,16 @@ class Profile:
     probe_max_tokens: int = 200          # probe functions have at most this many code tokens
     probe_test_fraction: float = 0.2
     probe_max_train_points: int = 600    # DirectProbe training points per layer (subsampled)
+<<<<<<< HEAD
     probe_sweep_points: tuple = (200, 400, 600, 800)  # chapter 03's sample-size sweep
+=======
+    # relation definitions (analysis.data.parse, .dataflow): True = the reference pipeline the
+    # paper inherits (the book's default), False = the project's earlier variant; each is in the
+    # cache key of the probe datasets (analysis.data.probes.probe_data_key) and of probe results
+    probe_dfg_literals: bool = True      # literals are data-flow nodes (x = 0: x <- 0) and "no edge" pairs run from any token with an edge to any token (GraphCodeBERT); False: variables only
+    probe_siblings_below: bool = True    # a leaf one level below a non-block sibling is a sibling too (Anand et al.); False: same parent only
+    probe_string_quotes: bool = True     # a string's tree distance counts from its quote leaf (Anand et al.); False: from the string node
+>>>>>>> data
 
     # --- fine-tuning (analysis.finetune) ---
     finetune_steps: int = 200

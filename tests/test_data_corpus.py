@@ -23,6 +23,19 @@ def test_codesearchnet_fixture_loads():
     assert skipped == {"malformed CodeSearchNet line": 1, "syntax error": 1}
 
 
+def test_codesearchnet_malformed_fields_are_counted_and_reading_goes_on(tmp_path):
+    good = {"code": "def f(a):\n    return a\n", "docstring": "", "func_name": "f", "repo": "r",
+            "path": "p.py", "sha": "abc", "license": "MIT"}
+    bad = [{**good, "sha": 123}, {**good, "sha": None}, {**good, "license": 5},
+           {k: v for k, v in good.items() if k != "func_name"}, [1, 2]]
+    lines = [json.dumps(good)] + [json.dumps(b) for b in bad] + ["{not json",
+             json.dumps(good).replace("return a", "return '\\ud800'"), json.dumps({**good, "func_name": "g"})]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    functions, skipped = read_codesearchnet(tmp_path / "a.jsonl")
+    assert [f.qualname for f in functions] == ["f", "g"]
+    assert skipped == {"malformed CodeSearchNet line": 7}
+
+
 def test_codesearchnet_as_corpus(cache_dir):
     cfg = config.profile("smoke", corpus=f"codesearchnet:{FIXTURE}")
     corpus = load_corpus(cfg)

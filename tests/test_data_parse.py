@@ -24,16 +24,18 @@ def test_tokens_depths_distances_siblings():
     assert p.tree_distance(6, 6) == 0
     assert p.is_sibling(0, 1) and p.is_sibling(2, 3) and p.is_sibling(6, 7)
     assert not p.is_sibling(3, 7) and not p.is_sibling(0, 0)
+    # the reference's rule: a is a leaf child of parameters, a non-block node beside def
+    assert p.is_sibling(0, 3) and p.is_sibling(5, 3) and not p.is_sibling(3, 0)
+    assert not parse_function("def f(a):\n    return a\n", siblings_below=False).is_sibling(0, 3)
     assert p.dfg_edges == [(7, 3, "comesFrom")]
     assert (p.tokens[1].start_char, p.tokens[1].end_char) == (4, 5)
 
 
-def test_tuple_unpacking():
+def test_tuple_unpacking_pairs_element_wise():
     # def0 g1 (2 a3 ,4 b5 )6 :7 a8 ,9 b10 =11 b12 ,13 a14 return15 a16
     p, e = edges("def g(a, b):\n    a, b = b, a\n    return a\n")
     assert e == {(12, 5, "comesFrom"), (14, 3, "comesFrom"),
-                 (8, 12, "computedFrom"), (8, 14, "computedFrom"),
-                 (10, 12, "computedFrom"), (10, 14, "computedFrom"),
+                 (8, 12, "computedFrom"), (10, 14, "computedFrom"),
                  (16, 8, "comesFrom")}
 
 
@@ -65,7 +67,7 @@ def test_lambda():
 def test_global_is_a_declaration_not_a_read():
     # def0 gl1 (2 )3 :4 global5 counter6 counter7 =8 1 9 return10 counter11
     p, e = edges("def gl():\n    global counter\n    counter = 1\n    return counter\n")
-    assert e == {(11, 7, "comesFrom")}
+    assert e == {(11, 7, "comesFrom"), (7, 9, "computedFrom")}
 
 
 def test_nonlocal_and_nested_function():
@@ -89,7 +91,8 @@ def test_decorator_and_async():
 def test_branches_merge():
     # def0 m1 (2 c3 )4 :5 if6 c7 :8 v9 =10 1 11 else12 :13 v14 =15 2 16 return17 v18
     p, e = edges("def m(c):\n    if c:\n        v = 1\n    else:\n        v = 2\n    return v\n")
-    assert e == {(7, 3, "comesFrom"), (18, 9, "comesFrom"), (18, 14, "comesFrom")}
+    assert e == {(7, 3, "comesFrom"), (18, 9, "comesFrom"), (18, 14, "comesFrom"),
+                 (9, 11, "computedFrom"), (14, 16, "computedFrom")}
 
 
 def test_loop_carried_dependency_and_for_target():
@@ -97,7 +100,7 @@ def test_loop_carried_dependency_and_for_target():
     p, e = edges("def s(xs):\n    t = 0\n    for x in xs:\n        t += x\n    return t\n")
     assert e == {(12, 3, "comesFrom"), (10, 12, "computedFrom"), (14, 6, "comesFrom"),
                  (14, 16, "computedFrom"), (16, 10, "comesFrom"), (18, 6, "comesFrom"),
-                 (18, 14, "comesFrom")}
+                 (18, 14, "comesFrom"), (6, 8, "computedFrom")}
 
 
 def test_string_is_one_token_and_non_ascii_offsets():

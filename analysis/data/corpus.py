@@ -1,6 +1,7 @@
 """The corpus: functions from pinned PyPI source releases, or from CodeSearchNet files.
 
-``load_corpus(cfg)`` is cached by (corpus, corpus_set, max_file_bytes, max_functions, seed).
+``load_corpus(cfg)`` is cached by (corpus, corpus_set, max_file_bytes, max_functions, seed) and
+the extraction's version (``corpus_key``, which every artifact built on the corpus includes).
 ``cfg.corpus`` is ``"pypi"`` (the packages of ``data/sources.toml`` whose ``sets`` contain
 ``cfg.corpus_set``) or ``"codesearchnet:PATH"`` (a CodeSearchNet ``.jsonl``/``.jsonl.gz``
 file or a directory of them, e.g. ``python/final/jsonl``).
@@ -19,10 +20,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..cache import cached
-from .extract import Function, extract_archive
+from .extract import Function, extract_archive, functions_in_file
 from .sources import fetch_all, read_sources
 
-CORPUS_VERSION = "1"
+CORPUS_VERSION = "2"  # 2: byte-order mark dropped, string contents kept by the dedent
 
 
 @dataclass
@@ -36,7 +37,9 @@ class Corpus:
 
 
 def corpus_key(cfg) -> dict:
-    return cfg.subset("corpus", "corpus_set", "max_file_bytes", "max_functions", "seed")
+    """What the corpus depends on: part of the key of every artifact built from it."""
+    return {**cfg.subset("corpus", "corpus_set", "max_file_bytes", "max_functions", "seed"),
+            "corpus_version": CORPUS_VERSION}
 
 
 def load_corpus(cfg) -> Corpus:
@@ -96,15 +99,33 @@ def _from_pypi(cfg):
     return functions, dict(skipped), per_package
 
 
-CSN_FIELDS = ("code", "docstring", "func_name", "repo", "path")
+CSN_FIELDS = ("code", "docstring", "func_name", "repo", "path")  # required strings
+CSN_OPTIONAL = ("sha", "license")  # strings when present
+
+
+def _csn_row(line: str) -> dict | None:
+    """The fields of one CodeSearchNet line, or None when it is malformed (not a JSON
+    object, a required field missing or not a string, an optional one not a string, or
+    code that is not valid Unicode)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in CSN_FIELDS):
+        return None
+    if any(k in row and not isinstance(row[k], str) for k in CSN_OPTIONAL):
+        return None
+    try:
+        row["code"].encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape
+        return None
+    return row
 
 
 def read_codesearchnet(path: Path) -> tuple[list[Function], dict]:
     """Functions from CodeSearchNet jsonl(.gz) files: ``code`` (with its docstring),
     ``docstring``, ``func_name``, ``repo``, ``path`` (and ``code_tokens`` etc., unused).
     Malformed lines and code that does not parse are skipped and counted."""
-    from .extract import functions_in_file
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no CodeSearchNet file or directory at {path}")
@@ -120,11 +141,8 @@ def read_codesearchnet(path: Path) -> tuple[list[Function], dict]:
         except (OSError, UnicodeDecodeError, EOFError) as err:
             raise ValueError(f"cannot read {file}: {err}") from None
         for n, line in enumerate(lines):
-            try:
-                row = json.loads(line)
-                if not all(isinstance(row.get(k), str) for k in CSN_FIELDS):
-                    raise KeyError
-            except (ValueError, KeyError):
+            row = _csn_row(line)
+            if row is None:
                 skipped["malformed CodeSearchNet line"] += 1
                 continue
             found = functions_in_file(row["code"].encode("utf-8"), f"{row['path']}#{n}",
@@ -133,8 +151,7 @@ def read_codesearchnet(path: Path) -> tuple[list[Function], dict]:
             top = [fn for fn in found if "." not in fn.qualname]
             if not top:
                 continue
-            fn = top[0]
-            functions.append(dataclasses.replace(fn, name=row["func_name"].split(".")[-1],
+            functions.append(dataclasses.replace(top[0], name=row["func_name"].split(".")[-1],
                                                  qualname=row["func_name"]))
     return functions, dict(skipped)
 

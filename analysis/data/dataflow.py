@@ -1,106 +1,180 @@
-"""Data-flow edges between variable tokens, in the sense of GraphCodeBERT (Guo et al. 2021).
+"""Data-flow edges between tokens, in the sense of GraphCodeBERT (Guo et al. 2021).
 
 An edge ``(i, j, kind)`` says: the value of token i comes from token j.
 
-- ``computedFrom``: i is a variable being defined and j a variable read by the expression
-  that defines it: ``a = b + c`` gives (a, b) and (a, c); also augmented assignment
-  (``a += b``: (a, b)), walrus (``(a := f(b))``), ``for a in b``, ``with f(b) as a``, and
-  the ``for`` clauses of comprehensions.
+- ``computedFrom``: i is a variable being defined and j a token read by the expression that
+  defines it: ``a = b + c`` gives (a, b) and (a, c); also augmented assignment (``a += b``:
+  (a, b)), walrus (``(a := f(b))``), ``for a in b``, ``with f(b) as a`` and the ``for``
+  clauses of comprehensions. A comprehension's iterables and conditions are sources of
+  what it is assigned to (``x = [g(y) for y in z if c]``: x from g, y, z and c). Parallel
+  assignment pairs element-wise when both sides have as many elements (``a, b = b, a``:
+  a from b, b from a), and links every target to every source otherwise (a starred
+  target, a call on the right). ``i = j = 0``: i and j both from the value.
 - ``comesFrom``: i is a read of variable v and j a definition of v that can reach it (the
-  last definitions along every path: both branches of an ``if`` reach past it; loop bodies
-  are walked twice so a definition late in a loop reaches reads early in it). The left
-  side of an augmented assignment is also a read (``a += b``: (a, previous a)).
+  last definitions along every path: both branches of an ``if`` reach past it; loop
+  bodies are walked twice so a definition late in a loop reaches reads early in it). The
+  left side of an augmented assignment is also a read (``a += b``: (a, previous a)). A
+  parameter comes from the tokens of its default value (``def f(a=None)``: (a, None)), as
+  in GraphCodeBERT; the default itself is a read in the enclosing scope.
 
-Definitions without a source (function parameters, imports, ``except E as e``, loop
-targets over literals) start a chain and have no outgoing edge. Attribute names
-(``x.attr``) and keyword-argument names (``f(k=1)``) are not variables; ``x`` in ``x.attr``
-is a read. Names in ``global`` / ``nonlocal`` statements are declarations, not reads.
-Nested functions, lambdas, classes and comprehensions see the enclosing definitions (a
-copy); their own definitions do not leak out.
+Nodes: variables and, with ``literals=True`` (GraphCodeBERT's graph, the book's default;
+profile field ``probe_dfg_literals``), literals too (numbers, strings, ``None``, ``True``,
+``False``, ``...``): ``x = 0`` gives (x, 0). Attribute names (``x.attr``) and
+keyword-argument names (``f(k=1)``) are not variables; ``x`` in ``x.attr`` is a read. Names
+in ``global`` / ``nonlocal`` statements are declarations. Nested functions, lambdas,
+classes and comprehensions see the enclosing definitions (a copy); theirs do not leak out.
+
+Deviations from GraphCodeBERT's ``DFG_python``, each an artefact of its implementation
+(chapter 01 counts the pairs each one changes; ``analysis.data.deviations``):
+- attribute and keyword-argument names are not variables (GraphCodeBERT links ``x.n`` to ``n``);
+- ``self.x = v`` reads ``self``; it does not redefine it with v as its source;
+- the first read of an unbound name (a builtin, a global) is a read, not a definition;
+- ``a, b = f(x)`` links a and b to f and x (GraphCodeBERT pairs a with f, b with ``(x)``);
+- a definition before a loop still reaches past the loop (GraphCodeBERT drops it);
+- each ``except`` starts from the states before and after the ``try`` body (not in sequence);
+- ``x += y`` also reads x (GraphCodeBERT: only x from y);
+- ``i = j = 0``: i from 0, not from j;
+- comprehension variables and a nested function's locals stay in their scope;
+- a typed default ``a: int = 0`` is a default too: a <- 0 (GraphCodeBERT links untyped ones only).
 """
 from __future__ import annotations
 
 import sys
 
 TARGET_CONTAINERS = {"pattern_list", "tuple_pattern", "list_pattern", "tuple", "list",
-                     "parenthesized_expression", "list_splat_pattern", "list_splat"}
-SCOPES = {"function_definition", "lambda", "class_definition"}
+                     "parenthesized_expression", "list_splat_pattern", "list_splat",
+                     "dictionary_splat_pattern"}
+SEQUENCES = {"pattern_list", "tuple_pattern", "list_pattern", "tuple", "list", "expression_list"}
+SPLATS = {"list_splat_pattern", "list_splat", "dictionary_splat"}
 COMPREHENSIONS = {"list_comprehension", "set_comprehension", "dictionary_comprehension",
                   "generator_expression"}
+LITERALS = {"integer", "float", "string", "concatenated_string", "none", "true", "false",
+            "ellipsis"}
+DEFAULT_PARAMETERS = {"default_parameter", "typed_default_parameter"}
 
 
 class _Flow:
-    def __init__(self, token_of: dict):
+    """One walk over a tree; ``state`` maps a variable's name (bytes) to the set of tokens
+    whose definitions reach the current point."""
+
+    def __init__(self, token_of: dict, literals: bool = True):
         self.token_of = token_of
+        self.literals = literals
         self.edges: set[tuple[int, int, str]] = set()
 
     def tok(self, node):
         return self.token_of.get((node.start_byte, node.end_byte))
 
+    def link(self, i, sources, kind: str) -> None:
+        for j in sources:
+            if j != i:
+                self.edges.add((i, j, kind))
+
     # --- reads -------------------------------------------------------------------------
     def reads(self, node, state) -> list[int]:
         """Walk an expression: record comesFrom edges for every variable read, return the
-        read tokens (the sources of a computedFrom)."""
+        tokens read (the sources of a computedFrom)."""
         if node is None:
             return []
         t = node.type
         if t == "identifier":
+            return self.read_name(node, state)
+        if t in LITERALS:
             i = self.tok(node)
-            if i is None:
-                return []
-            for j in state.get(node.text, ()):
-                self.edges.add((i, j, "comesFrom"))
-            return [i]
+            return [i] if self.literals and i is not None else []
         if t == "attribute":
-            return self.reads(node.child_by_field_name("object"), state)
+            return self.read_attribute(node, state)
         if t == "keyword_argument":
-            return self.reads(node.child_by_field_name("value"), state)
+            return self.read_keyword(node, state)
         if t == "named_expression":
-            return self.assign(node.child_by_field_name("name"), node.child_by_field_name("value"), state)
+            sources = self.reads(node.child_by_field_name("value"), state)
+            self.define(node.child_by_field_name("name"), sources, state)
+            return sources
         if t == "lambda":
             self.lambda_(node, state)
             return []
         if t in COMPREHENSIONS:
             return self.comprehension(node, state)
-        if t in {"string", "concatenated_string"}:
-            return []
         out = []
         for child in node.named_children:
             out += self.reads(child, state)
         return out
 
+    def read_name(self, node, state) -> list[int]:
+        i = self.tok(node)
+        if i is None:
+            return []
+        self.link(i, state.get(node.text, ()), "comesFrom")
+        return [i]
+
+    def read_attribute(self, node, state) -> list[int]:
+        return self.reads(node.child_by_field_name("object"), state)
+
+    def read_keyword(self, node, state) -> list[int]:
+        return self.reads(node.child_by_field_name("value"), state)
+
     # --- definitions -------------------------------------------------------------------
-    def define(self, target, sources: list[int], state, kind_from_prev: bool = False) -> None:
-        """Bind every variable in ``target`` (a name or a destructuring pattern)."""
+    def define(self, target, sources: list[int], state, kind: str = "computedFrom") -> None:
+        """Bind every variable in ``target`` (a name or a destructuring pattern) to ``sources``."""
+        if target is None:
+            return
         t = target.type
         if t == "identifier":
             i = self.tok(target)
-            if i is None:
-                return
-            if kind_from_prev:
-                for j in state.get(target.text, ()):
-                    if j != i:
-                        self.edges.add((i, j, "comesFrom"))
-            for j in sources:
-                if j != i:
-                    self.edges.add((i, j, "computedFrom"))
-            state[target.text] = {i}
+            if i is not None:
+                self.link(i, sources, kind)
+                state[target.text] = {i}
         elif t in TARGET_CONTAINERS:
             for child in target.named_children:
-                self.define(child, sources, state)
+                self.define(child, sources, state, kind)
         elif t in {"attribute", "subscript"}:
-            self.reads(target, state)  # x.a = ..., x[i] = ...: reads x (and i)
-        elif t in {"typed_parameter", "default_parameter", "typed_default_parameter",
-                   "list_splat_pattern", "dictionary_splat_pattern", "keyword_separator"}:
-            for child in target.named_children:
-                if child.type == "identifier":
-                    self.define(child, sources, state)
+            self.define_attribute(target, sources, state)
 
-    def assign(self, left, right, state) -> list[int]:
-        sources = self.reads(right, state)
-        if left is not None:
-            self.define(left, sources, state)
-        return sources
+    def define_attribute(self, target, sources, state) -> None:
+        self.reads(target, state)  # x.a = ..., x[i] = ...: reads x (and i)
+
+    def gather(self, value, state):
+        """The sources of ``value``, as ("seq", [per element]) for a tuple or list without
+        a starred element, else ("flat", tokens)."""
+        if value.type in SEQUENCES and not any(c.type in SPLATS for c in value.named_children):
+            return "seq", [self.gather(c, state) for c in value.named_children]
+        if value.type == "parenthesized_expression" and value.named_child_count == 1:
+            return self.gather(value.named_children[0], state)
+        return "flat", self.reads(value, state)
+
+    def bind(self, target, tree, state) -> None:
+        """Define ``target`` from a ``gather`` tree: element-wise where the shapes agree."""
+        kind, payload = tree
+        if target.type == "parenthesized_expression" and target.named_child_count == 1:
+            return self.bind(target.named_children[0], tree, state)
+        elements = target.named_children if target.type in SEQUENCES else None
+        if kind == "seq" and elements is not None and len(elements) == len(payload) \
+                and not any(e.type in SPLATS for e in elements):
+            for element, sub in zip(elements, payload):
+                self.bind(element, sub, state)
+        else:
+            self.define(target, _flatten(tree), state)
+
+    def assignment(self, node, state) -> None:
+        """``a = b``, ``a = b = c`` (every target from the value), ``a, b = b, a``."""
+        targets, value = [], node
+        while value is not None and value.type == "assignment":
+            targets.append(node_field(value, "left"))
+            value = node_field(value, "right")
+        if value is None:  # ``x: int`` binds nothing
+            return
+        tree = self.gather(value, state)
+        for target in targets:
+            self.bind(target, tree, state)
+
+    def augmented(self, node, state) -> None:
+        left = node_field(node, "left")
+        sources = self.reads(node_field(node, "right"), state)
+        if left.type == "identifier":
+            i = self.tok(left)
+            if i is not None:
+                self.link(i, state.get(left.text, ()), "comesFrom")
+        self.define(left, sources, state)
 
     # --- statements --------------------------------------------------------------------
     def block(self, node, state) -> dict:
@@ -115,66 +189,18 @@ class _Flow:
                 if child.type == "assignment":
                     self.assignment(child, state)
                 elif child.type == "augmented_assignment":
-                    left, right = node_field(child, "left"), node_field(child, "right")
-                    sources = self.reads(right, state)
-                    self.define(left, sources, state, kind_from_prev=True)
+                    self.augmented(child, state)
                 else:
                     self.reads(child, state)
             return state
         if t == "if_statement":
-            self.reads(node_field(node, "condition"), state)
-            branches = [self.block(node_field(node, "consequence"), dict(state))]
-            has_else = False
-            for alt in node.children_by_field_name("alternative"):
-                if alt.type == "elif_clause":
-                    self.reads(node_field(alt, "condition"), state)
-                    branches.append(self.block(node_field(alt, "consequence"), dict(state)))
-                else:
-                    has_else = True
-                    branches.append(self.block(node_field(alt, "body"), dict(state)))
-            if not has_else:
-                branches.append(state)
-            return merge(branches)
+            return self.if_(node, state)
         if t in {"for_statement", "while_statement"}:
             return self.loop(node, state)
         if t == "try_statement":
-            after = self.block(node_field(node, "body"), dict(state))
-            outs = [after]
-            for child in node.named_children:
-                if child.type == "except_clause":
-                    s = merge([state, after])
-                    for part in child.named_children:
-                        if part.type == "as_pattern":
-                            self.reads(part.named_children[0], s)
-                            alias = part.child_by_field_name("alias")
-                            if alias is not None:
-                                self.define(_unwrap(alias), [], s)
-                        elif part.type == "block":
-                            s = self.block(part, s)
-                        else:
-                            self.reads(part, s)
-                    outs.append(s)
-                elif child.type == "else_clause":
-                    outs[0] = self.block(node_field(child, "body"), outs[0])
-            state = merge(outs)
-            for child in node.named_children:
-                if child.type == "finally_clause":
-                    for part in child.named_children:
-                        state = self.block(part, state) if part.type == "block" else state
-            return state
+            return self.try_(node, state)
         if t == "with_statement":
-            for clause in node.named_children:
-                if clause.type == "with_clause":
-                    for item in clause.named_children:
-                        value = item.child_by_field_name("value")
-                        if value is not None and value.type == "as_pattern":
-                            sources = self.reads(value.named_children[0], state)
-                            alias = value.child_by_field_name("alias")
-                            if alias is not None:
-                                self.define(_unwrap(alias), sources, state)
-                        else:
-                            self.reads(value, state)
-            return self.block(node_field(node, "body"), state)
+            return self.with_(node, state)
         if t in {"function_definition", "class_definition"}:
             self.scope(node, state)
             return state
@@ -206,15 +232,63 @@ class _Flow:
                 self.reads(child, state)
         return state
 
-    def assignment(self, node, state) -> None:
-        right = node_field(node, "right")
-        left = node_field(node, "left")
-        if right is not None and right.type == "assignment":  # a = b = c
-            self.assignment(right, state)
-            sources = self.reads(node_field(right, "left"), state)
-        else:
-            sources = self.reads(right, state) if right is not None else []
-        self.define(left, sources, state)
+    def if_(self, node, state) -> dict:
+        self.reads(node_field(node, "condition"), state)
+        branches = [self.block(node_field(node, "consequence"), dict(state))]
+        has_else = False
+        for alt in node.children_by_field_name("alternative"):
+            if alt.type == "elif_clause":
+                self.reads(node_field(alt, "condition"), state)
+                branches.append(self.block(node_field(alt, "consequence"), dict(state)))
+            else:
+                has_else = True
+                branches.append(self.block(node_field(alt, "body"), dict(state)))
+        if not has_else:
+            branches.append(state)
+        return merge(branches)
+
+    def try_(self, node, state) -> dict:
+        """Each handler starts from the states before and after the body (it may have
+        been interrupted anywhere); ``else`` follows the body; ``finally`` follows all."""
+        after = self.block(node_field(node, "body"), dict(state))
+        outs = [after]
+        for child in node.named_children:
+            if child.type == "except_clause":
+                s = merge([state, after])
+                for part in child.named_children:
+                    if part.type == "as_pattern":
+                        self.reads(part.named_children[0], s)
+                        alias = part.child_by_field_name("alias")
+                        if alias is not None:
+                            self.define(_unwrap(alias), [], s)
+                    elif part.type == "block":
+                        s = self.block(part, s)
+                    else:
+                        self.reads(part, s)
+                outs.append(s)
+            elif child.type == "else_clause":
+                outs[0] = self.block(node_field(child, "body"), outs[0])
+        state = merge(outs)
+        for child in node.named_children:
+            if child.type == "finally_clause":
+                for part in child.named_children:
+                    state = self.block(part, state) if part.type == "block" else state
+        return state
+
+    def with_(self, node, state) -> dict:
+        for clause in node.named_children:
+            if clause.type != "with_clause":
+                continue
+            for item in clause.named_children:
+                value = item.child_by_field_name("value")
+                if value is not None and value.type == "as_pattern":
+                    sources = self.reads(value.named_children[0], state)
+                    alias = value.child_by_field_name("alias")
+                    if alias is not None:
+                        self.define(_unwrap(alias), sources, state)
+                else:
+                    self.reads(value, state)
+        return self.block(node_field(node, "body"), state)
 
     def loop(self, node, state) -> dict:
         if node.type == "for_statement":
@@ -231,24 +305,47 @@ class _Flow:
             s = self.block(node_field(node, "body"), s)
             if node.type == "while_statement":
                 self.reads(node_field(node, "condition"), s)
-            s = merge([entry, s])
-        out = merge([entry, s])
+            s = self.loop_state(entry, s)
+        out = self.loop_state(entry, s)
         alt = node_field(node, "alternative")
         if alt is not None:
             out = self.block(node_field(alt, "body"), out)
         return out
 
+    def loop_state(self, entry, s) -> dict:
+        """The state after one more pass, or after the loop: the body may run zero times,
+        so definitions before the loop reach past it."""
+        return merge([entry, s])
+
+    def enter(self, state) -> dict:
+        """The state inside a nested scope: a copy (its definitions do not leak out)."""
+        return dict(state)
+
+    def leave(self, state, inner) -> None:
+        """Leaving a nested scope changes nothing outside it."""
+
+    def parameters(self, params, outer, inner) -> None:
+        """Bind a function's or lambda's parameters in ``inner``; defaults are read in
+        ``outer`` and are the parameter's sources (comesFrom, as in GraphCodeBERT)."""
+        for p in params.named_children:
+            self.parameter(p, outer, inner)
+
+    def parameter(self, p, outer, inner) -> None:
+        if p.type in DEFAULT_PARAMETERS:
+            sources = self.reads(p.child_by_field_name("value"), outer)
+            self.define(p.child_by_field_name("name"), sources, inner, kind="comesFrom")
+        elif p.type == "typed_parameter":
+            self.define(p.named_children[0], [], inner)
+        elif p.type in {"identifier", "list_splat_pattern", "dictionary_splat_pattern"}:
+            self.define(p, [], inner)
+
     def scope(self, node, state) -> None:
         """A nested function or class: parameters and locals stay inside; its name is a
         definition outside."""
-        inner = dict(state)
+        inner = self.enter(state)
         params = node.child_by_field_name("parameters")
         if params is not None:
-            for p in params.named_children:
-                default = p.child_by_field_name("value")
-                if default is not None:
-                    self.reads(default, state)
-                self.define(p, [], inner)
+            self.parameters(params, state, inner)
         if node.type == "class_definition":
             self.reads(node.child_by_field_name("superclasses"), state)
         ret = node.child_by_field_name("return_type")
@@ -258,31 +355,42 @@ class _Flow:
         if name is not None:
             self.define(name, [], state)
             inner.setdefault(name.text, state[name.text])  # recursion sees its own name
-        self.block(node_field(node, "body"), inner)
+        self.leave(state, self.block(node_field(node, "body"), inner))
 
     def lambda_(self, node, state) -> None:
-        inner = dict(state)
+        inner = self.enter(state)
         params = node.child_by_field_name("parameters")
         if params is not None:
-            for p in params.named_children:
-                self.define(p, [], inner)
+            self.parameters(params, state, inner)
         self.reads(node.child_by_field_name("body"), inner)
+        self.leave(state, inner)
 
     def comprehension(self, node, state) -> list[int]:
-        inner = dict(state)
-        body = node.child_by_field_name("body")
+        """Reads of a comprehension: its body, iterables and conditions (all sources of
+        what the comprehension is assigned to); its variables stay inside."""
+        inner = self.enter(state)
+        out = []
         for clause in node.named_children:
             if clause.type == "for_in_clause":
                 sources = self.reads(node_field(clause, "right"), inner)
                 self.define(node_field(clause, "left"), sources, inner)
+                out += sources
             elif clause.type == "if_clause":
                 for child in clause.named_children:
-                    self.reads(child, inner)
-        return self.reads(body, inner) if body is not None else []
+                    out += self.reads(child, inner)
+        body = node.child_by_field_name("body")
+        out = self.reads(body, inner) + out if body is not None else out
+        self.leave(state, inner)
+        return out
 
 
 def node_field(node, name):
     return node.child_by_field_name(name) if node is not None else None
+
+
+def _flatten(tree) -> list[int]:
+    kind, payload = tree
+    return list(payload) if kind == "flat" else [j for sub in payload for j in _flatten(sub)]
 
 
 def _unwrap(node):
@@ -300,10 +408,8 @@ def merge(states: list[dict]) -> dict:
     return out
 
 
-def dataflow_edges(root, token_of: dict) -> list[tuple[int, int, str]]:
-    """Data-flow edges of the code under ``root``; ``token_of`` maps (start_byte, end_byte)
-    of a leaf to its token index."""
-    flow = _Flow(token_of)
+def run_flow(flow: _Flow, root) -> list[tuple[int, int, str]]:
+    """Walk ``root`` with ``flow``; a tree too deep for the walk raises ``RecursionError``."""
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 20_000))
     try:
@@ -311,3 +417,9 @@ def dataflow_edges(root, token_of: dict) -> list[tuple[int, int, str]]:
     finally:
         sys.setrecursionlimit(limit)
     return sorted(flow.edges)
+
+
+def dataflow_edges(root, token_of: dict, literals: bool = True) -> list[tuple[int, int, str]]:
+    """Data-flow edges of the code under ``root``; ``token_of`` maps (start_byte, end_byte)
+    of a token to its index; ``literals``: literals are nodes (GraphCodeBERT)."""
+    return run_flow(_Flow(token_of, literals), root)

@@ -9,6 +9,7 @@ reason; so are functions whose own code does not re-parse on its own.
 """
 from __future__ import annotations
 
+import bisect
 import tarfile
 import textwrap
 import zipfile
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .parse import CodeParseError, parse_tree
+
+BOM = "\ufeff".encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,13 @@ def _string_value(literal: str) -> str:
 
 def functions_in_file(data: bytes, path: str, package: str, version: str, license: str,
                       skipped: Counter, max_bytes: int) -> list[Function]:
+    """Every function of one file; time linear in the file's size (one tree walk, and each
+    function costs its own length). A leading byte-order mark is dropped."""
     if len(data) > max_bytes:
         skipped["file too large"] += 1
         return []
+    if data.startswith(BOM):
+        data = data[len(BOM):]
     try:
         text, raw, tree = parse_tree(data, max_bytes=max_bytes)
     except CodeParseError as err:
@@ -88,9 +95,22 @@ def functions_in_file(data: bytes, path: str, package: str, version: str, licens
                   else "syntax error" if "parse" in msg else "file too large")
         skipped[reason] += 1
         return []
-    lines = raw.split(b"\n")
+    found, strings = _walk(tree.root_node)
+    string_starts = [a for a, _ in strings]
     out = []
-    stack = [(tree.root_node, ())]
+    for outer, fn_node, qual in found:
+        fn = _make_function(outer, fn_node, raw, (string_starts, strings), qual, path, package,
+                            version, license, skipped)
+        if fn is not None:
+            out.append(fn)
+    return out
+
+
+def _walk(root):
+    """(outer node, def node, qualified name) of every function, and the sorted byte spans
+    of the outermost strings that run over more than one line."""
+    found, strings = [], []
+    stack = [(root, ())]
     while stack:
         node, scope = stack.pop()
         for child in reversed(node.children):
@@ -100,32 +120,33 @@ def functions_in_file(data: bytes, path: str, package: str, version: str, licens
             if target.type in {"function_definition", "class_definition"}:
                 name = target.child_by_field_name("name").text.decode("utf-8", "replace")
                 if target.type == "function_definition":
-                    fn = _make_function(child, target, raw, lines, scope + (name,), path, package,
-                                        version, license, skipped)
-                    if fn is not None:
-                        out.append(fn)
+                    found.append((child, target, scope + (name,)))
                 stack.append((target, scope + (name,)))
+            elif child.type in {"string", "concatenated_string"}:
+                if child.start_point[0] != child.end_point[0]:
+                    strings.append((child.start_byte, child.end_byte))
             elif child.child_count:
                 stack.append((child, scope))
-    return out
+    found.sort(key=lambda f: f[0].start_byte)
+    return found, sorted(strings)
 
 
-def _make_function(outer, fn_node, raw: bytes, lines, qual, path, package, version, license, skipped):
+def _make_function(outer, fn_node, raw: bytes, strings, qual, path, package, version, license, skipped):
     start_row = outer.start_point[0]
-    column = outer.start_point[1]
-    line_start = sum(len(l) + 1 for l in lines[:start_row])
-    segment = raw[line_start:outer.end_byte]
+    line_start = raw.rfind(b"\n", 0, outer.start_byte) + 1
+    prefix = raw[line_start:outer.start_byte]
+    lines = _dedented_lines(raw, outer.start_byte, outer.end_byte, prefix, strings)
     doc_node = _docstring_node(fn_node.child_by_field_name("body"))
     try:
-        code = _dedent(segment.decode("utf-8"), column)
+        code = _join(lines)
         if doc_node is not None:
             doc_text = raw[doc_node.start_byte:doc_node.end_byte].decode("utf-8")
-            # remove the docstring statement with its whole line(s)
-            d_start = raw.rfind(b"\n", 0, doc_node.start_byte) + 1
-            d_end = raw.find(b"\n", doc_node.end_byte)
-            d_end = outer.end_byte if d_end == -1 or d_end > outer.end_byte else d_end + 1
-            without = raw[line_start:d_start] + raw[d_end:outer.end_byte]
-            code_wo = _dedent(without.decode("utf-8"), column)
+            first, last = doc_node.start_point[0] - start_row, doc_node.end_point[0] - start_row
+            if first > 0:  # remove the docstring statement with its whole line(s)
+                code_wo = _join(lines[:first] + lines[last + 1:])
+            else:  # on the def line: keep what precedes it
+                head = lines[0][:doc_node.start_byte - outer.start_byte].rstrip()
+                code_wo = _join([head] + lines[last + 1:])
             docstring = textwrap.dedent(_string_value(doc_text)).strip()
         else:
             code_wo, docstring = code, ""
@@ -142,14 +163,30 @@ def _make_function(outer, fn_node, raw: bytes, lines, qual, path, package, versi
                     code_wo, docstring, package, version, path, start_row + 1, license)
 
 
-def _dedent(text: str, column: int) -> str:
-    if column == 0:
-        return text if text.endswith("\n") else text + "\n"
-    out = []
-    for line in text.split("\n"):
-        prefix = line[:column]
-        out.append(line[column:] if prefix.strip() == "" else line.lstrip())
-    text = "\n".join(out)
+def _dedented_lines(raw: bytes, start: int, end: int, prefix: bytes, strings) -> list[bytes]:
+    """The lines of raw[start:end] (start = the function's first byte, on a line indented
+    by ``prefix``), with ``prefix`` removed from every later line, or as much of it as is
+    whitespace; a line that begins inside a string is left as it is (string contents)."""
+    starts, spans = strings
+    lines = raw[start:end].split(b"\n")
+    out = [lines[0]]
+    pos = start + len(lines[0]) + 1
+    for line in lines[1:]:
+        k = bisect.bisect_left(starts, pos) - 1
+        if prefix and not (k >= 0 and spans[k][1] > pos):
+            if line.startswith(prefix):
+                out.append(line[len(prefix):])
+            else:
+                blank = len(line) - len(line.lstrip(b" \t\f"))
+                out.append(line[min(blank, len(prefix)):])
+        else:
+            out.append(line)
+        pos += len(line) + 1
+    return out
+
+
+def _join(lines: list[bytes]) -> str:
+    text = b"\n".join(lines).decode("utf-8")
     return text if text.endswith("\n") else text + "\n"
 
 

@@ -1,13 +1,20 @@
 """The three probing datasets (reconstructed from Anand et al., ACL Findings 2024).
 
-- ``distance``: pairs (i, j) whose first token is a keyword; label = tree distance, classes
-  2..6, balanced. Pair feature h_i - h_j (``pair_mode = "diff"``).
-- ``siblings``: binary, balanced: do tokens i and j share a parent? Feature [h_i; h_j].
-- ``dfg``: comesFrom / computedFrom / no edge between two variable tokens, balanced.
-  Feature [h_i; h_j].
+- ``distance``: pairs (i, j) whose first token is a keyword (``KEYWORDS``, the reference's
+  list); label = tree distance, classes 2..6, balanced. Pair feature h_i - h_j
+  (``pair_mode = "diff"``).
+- ``siblings``: binary, balanced: is token j a sibling of keyword token i (the reference's
+  rows are keywords too)? Feature [h_i; h_j].
+- ``dfg``: comesFrom / computedFrom / no edge from token i to token j, balanced. With
+  ``cfg.probe_dfg_literals`` (the reference), "no edge" pairs run from a token with an
+  edge to any other token it has no edge to; without, between two variables with no
+  edge either way. Feature [h_i; h_j].
 
-Functions are drawn with the seed from the corpus (those that parse and have 10 to
-``cfg.probe_max_tokens`` code tokens), split 80/20 *by function* (no function feeds both
+The relations follow the reference pipeline unless a profile field says otherwise
+(``probe_dfg_literals``, ``probe_siblings_below``, ``probe_string_quotes``; see
+``analysis.data.parse``). Functions are drawn with the seed from the corpus (those that
+parse and have 10 to ``cfg.probe_max_tokens`` code tokens; the ones that cannot be parsed
+are counted in ``ProbeData.skipped``), split 80/20 *by function* (no function feeds both
 sides), then pairs are sampled per class within each side: ``cfg.probe_pairs_per_class``
 per class in all, shared between the sides in proportion.
 """
@@ -15,7 +22,8 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +33,18 @@ from ..cache import cached
 from .corpus import corpus_key, load_corpus
 from .parse import CodeParseError, ParsedCode, parse_function
 
-KEYWORDS = {"def", "if", "elif", "else", "for", "while", "return", "in", "not", "and", "or",
-            "is", "import", "from", "as", "with", "try", "except", "finally", "raise", "class",
-            "lambda", "yield", "await", "async", "pass", "break", "continue", "del", "global",
-            "nonlocal", "assert", "None", "True", "False"}
+# tree-sitter node types of the first token of a distance or siblings pair: the list of
+# Anand et al. (their `'true' 'or'` lacks a comma, which drops both; both are kept here)
+KEYWORDS = {"def", "for", "if", "none", "else", "false", "true", "or", "and", "return", "not",
+            "elif", "with", "try", "raise", "except", "break", "while", "assert", "print",
+            "continue", "class"}
 TASKS = {
     "distance": (["2", "3", "4", "5", "6"], "diff"),
     "siblings": (["not sibling", "sibling"], "concat"),
     "dfg": (["no edge", "comesFrom", "computedFrom"], "concat"),
 }
-PROBE_VERSION = "1"
+OPTION_FIELDS = ("probe_dfg_literals", "probe_siblings_below", "probe_string_quotes")
+PROBE_VERSION = "2"
 
 
 @dataclass
@@ -45,63 +55,83 @@ class ProbeData:
     functions: list[ParsedCode]
     function_ids: list[str]
     pairs: pd.DataFrame  # columns: function, i, j, label, split
+    skipped: dict = field(default_factory=dict)  # corpus functions passed over, by reason
 
     def split(self, name: str) -> pd.DataFrame:
         return self.pairs[self.pairs["split"] == name]
 
 
-def _candidates(task: str, p: ParsedCode, rng: random.Random, per_class_cap: int) -> dict[int, list]:
-    """Candidate (i, j) pairs of one function, by label."""
+def parse_options(cfg) -> dict:
+    """``parse_function`` keyword arguments for the relation definitions of ``cfg``."""
+    return {"literals": cfg.probe_dfg_literals, "siblings_below": cfg.probe_siblings_below,
+            "string_quotes": cfg.probe_string_quotes}
+
+
+def candidate_pairs(task: str, p: ParsedCode, all_tokens: bool = True) -> dict[int, list]:
+    """Every candidate (i, j) pair of one function, by label. ``all_tokens`` (dfg only):
+    "no edge" pairs run from a token with an edge to any token (the reference), else
+    between variables with no edge either way."""
     n = len(p.tokens)
-    out: dict[int, list] = {}
+    keywords = [i for i, t in enumerate(p.tokens) if t.type in KEYWORDS]
     if task == "distance":
-        for i, t in enumerate(p.tokens):
-            if t.type not in KEYWORDS:
-                continue
+        out: dict[int, list] = {}
+        for i in keywords:
+            for j in range(n):
+                d = p.tree_distance(i, j) if j != i else 0
+                if 2 <= d <= 6:
+                    out.setdefault(d - 2, []).append((i, j))
+        return out
+    if task == "siblings":
+        out = {0: [], 1: []}
+        for i in keywords:
             for j in range(n):
                 if j != i:
-                    d = p.tree_distance(i, j)
-                    if 2 <= d <= 6:
-                        out.setdefault(d - 2, []).append((i, j))
-    elif task == "siblings":
-        pos, neg = [], []
-        for i in range(n):
-            for j in range(i + 1, n):
-                (pos if p.is_sibling(i, j) else neg).append((i, j))
-        out = {1: pos, 0: neg}
+                    out[int(p.is_sibling(i, j))].append((i, j))
+        return out
+    edges = p.edge_set()
+    out = {0: [], 1: [], 2: []}
+    for (i, j), kind in edges.items():
+        out[1 if kind == "comesFrom" else 2].append((i, j))
+    if all_tokens:
+        starts, ends, either = sorted({i for i, _ in edges}), range(n), False
     else:
-        edges = p.edge_set()
-        variables = sorted({k for e in p.dfg_edges for k in e[:2]} |
-                           {k for k, t in enumerate(p.tokens) if t.type == "identifier"})
-        out = {1: [], 2: [], 0: []}
-        for (i, j), kind in edges.items():
-            out[1 if kind == "comesFrom" else 2].append((i, j))
-        for i in variables:
-            for j in variables:
-                if i != j and (i, j) not in edges and (j, i) not in edges:
-                    out[0].append((i, j))
+        starts = ends = sorted({k for e in p.dfg_edges for k in e[:2]} |
+                               {k for k, t in enumerate(p.tokens) if t.type == "identifier"})
+        either = True
+    for i in starts:
+        for j in ends:
+            if i != j and (i, j) not in edges and not (either and (j, i) in edges):
+                out[0].append((i, j))
+    return out
+
+
+def _candidates(task: str, p: ParsedCode, rng: random.Random, per_class_cap: int,
+                all_tokens: bool) -> dict[int, list]:
+    out = candidate_pairs(task, p, all_tokens)
     for label, pairs in out.items():  # keep each function's share bounded
         if len(pairs) > per_class_cap:
             out[label] = rng.sample(pairs, per_class_cap)
     return out
 
 
-def _build(cfg, task: str, out: Path) -> None:
-    labels, mode = TASKS[task]
+def choose_functions(cfg, task: str) -> tuple[list, Counter]:
+    """(id, code, parsed) of the functions of ``task``'s probe set, in the seeded order,
+    and the count of corpus functions passed over because they cannot be parsed."""
     n_functions = {"distance": cfg.probe_functions_distance, "siblings": cfg.probe_functions_siblings,
                    "dfg": cfg.probe_functions_dfg}[task]
     rng = random.Random(f"{cfg.seed}:{task}")
     corpus = load_corpus(cfg)
     order = list(range(len(corpus.functions)))
     rng.shuffle(order)
-    chosen = []
+    chosen, skipped = [], Counter()
     for k in order:
         fn = corpus.functions[k]
         if fn.code.count("\n") > cfg.probe_max_tokens:  # cheap pre-filter
             continue
         try:
-            p = parse_function(fn.code)
-        except CodeParseError:
+            p = parse_function(fn.code, **parse_options(cfg))
+        except CodeParseError as err:
+            skipped[f"does not parse: {str(err).split(' (')[0]}"] += 1
             continue
         if 10 <= len(p.tokens) <= cfg.probe_max_tokens and (task != "dfg" or p.dfg_edges):
             chosen.append((fn.id, fn.code, p))
@@ -110,6 +140,13 @@ def _build(cfg, task: str, out: Path) -> None:
     if len(chosen) < 5:
         raise ValueError(f"only {len(chosen)} functions qualify for the {task} probe; "
                          f"raise probe_max_tokens or use a larger corpus")
+    return chosen, skipped
+
+
+def _build(cfg, task: str, out: Path) -> None:
+    labels, mode = TASKS[task]
+    rng = random.Random(f"{cfg.seed}:{task}:pairs")
+    chosen, skipped = choose_functions(cfg, task)
     n_test = max(1, round(cfg.probe_test_fraction * len(chosen)))
     split_of = ["test"] * n_test + ["train"] * (len(chosen) - n_test)
     rows = []
@@ -119,31 +156,40 @@ def _build(cfg, task: str, out: Path) -> None:
         want = max(1, round(cfg.probe_pairs_per_class * share))
         pools: dict[int, list] = {c: [] for c in range(len(labels))}
         for k in idx:
-            for label, pairs in _candidates(task, chosen[k][2], rng, 4 * want).items():
+            for label, pairs in _candidates(task, chosen[k][2], rng, 4 * want,
+                                            cfg.probe_dfg_literals).items():
                 pools[label] += [(k, i, j) for i, j in pairs]
         take = min(want, *(len(v) for v in pools.values()))  # balanced: the rarest class bounds
         for label, pool in pools.items():
             for k, i, j in rng.sample(pool, take):
                 rows.append({"function": k, "i": i, "j": j, "label": label, "split": side})
     (out / "probe.json").write_text(json.dumps({
-        "task": task, "ids": [c[0] for c in chosen], "codes": [c[1] for c in chosen], "pairs": rows}))
+        "task": task, "options": parse_options(cfg), "skipped": dict(skipped),
+        "ids": [c[0] for c in chosen], "codes": [c[1] for c in chosen], "pairs": rows}))
 
 
 def _load(path: Path) -> ProbeData:
     raw = json.loads((path / "probe.json").read_text())
     labels, mode = TASKS[raw["task"]]
-    functions = [parse_function(code) for code in raw["codes"]]
+    functions = [parse_function(code, **raw["options"]) for code in raw["codes"]]
     pairs = pd.DataFrame(raw["pairs"], columns=["function", "i", "j", "label", "split"])
     for col in ("function", "i", "j", "label"):
         pairs[col] = pairs[col].astype(np.int64)
-    return ProbeData(raw["task"], labels, mode, functions, raw["ids"], pairs)
+    return ProbeData(raw["task"], labels, mode, functions, raw["ids"], pairs, raw["skipped"])
+
+
+def probe_data_key(cfg, task: str) -> dict:
+    """Everything a probe dataset depends on (corpus, sizes, relation definitions, code
+    version): the cache key of the dataset, and part of the key of anything built on it."""
+    return {**corpus_key(cfg), **cfg.subset("probe_functions_distance", "probe_functions_siblings",
+                                            "probe_functions_dfg", "probe_pairs_per_class",
+                                            "probe_max_tokens", "probe_test_fraction", *OPTION_FIELDS),
+            "task": task, "probe_version": PROBE_VERSION}
 
 
 def probe_dataset(cfg, task: str) -> ProbeData:
     """The balanced pairs of probing ``task`` ("distance", "siblings" or "dfg")."""
     if task not in TASKS:
         raise ValueError(f"unknown probe task {task!r}; tasks: {', '.join(TASKS)}")
-    key = {**corpus_key(cfg), **cfg.subset("probe_functions_distance", "probe_functions_siblings",
-                                           "probe_functions_dfg", "probe_pairs_per_class",
-                                           "probe_max_tokens", "probe_test_fraction"), "task": task}
-    return cached("probe-data", key, lambda out: _build(cfg, task, out), _load, PROBE_VERSION)
+    return cached("probe-data", probe_data_key(cfg, task), lambda out: _build(cfg, task, out),
+                  _load, PROBE_VERSION)

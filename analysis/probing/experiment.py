@@ -33,7 +33,7 @@ import pandas as pd
 from .. import checkpoints
 from ..cache import cached
 from ..data import probe_dataset
-from ..data.probes import TASKS
+from ..data.probes import TASKS, probe_data_key
 from ..workers import run_jobs
 from .directprobe import directprobe
 from .features import pair_features
@@ -125,7 +125,8 @@ def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
     bad = [x for x in layers if not 0 <= x <= n_layers]
     if bad:
         raise ValueError(f"layers {bad} out of range: {model} has layers 0..{n_layers} (0 = embeddings)")
-    key = {"model": model, "task": task, "layers": layers, **encoder.identity, **cfg.subset(*PROBE_FIELDS)}
+    key = {"model": model, "task": task, "layers": layers, **encoder.identity, **cfg.subset(*PROBE_FIELDS),
+           "data": probe_data_key(cfg, task)}
 
     def build(out: Path) -> None:
         data = probe_dataset(cfg, task)
