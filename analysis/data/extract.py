@@ -9,6 +9,7 @@ reason; so are functions whose own code does not re-parse on its own.
 """
 from __future__ import annotations
 
+import ast
 import bisect
 import tarfile
 import textwrap
@@ -70,7 +71,6 @@ def _docstring_node(body):
 
 
 def _string_value(literal: str) -> str:
-    import ast
     try:
         value = ast.literal_eval(literal)
         return value if isinstance(value, str) else ""

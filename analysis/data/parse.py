@@ -29,6 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import tree_sitter_python
+from tree_sitter import Language, Parser
+
 from .dataflow import dataflow_edges
 
 MAX_CODE_BYTES = 2_000_000
@@ -43,9 +46,6 @@ class CodeParseError(ValueError):
 
 @lru_cache(maxsize=1)
 def _parser():
-    import tree_sitter_python
-    from tree_sitter import Language, Parser
-
     return Parser(Language(tree_sitter_python.language()))
 
 
