@@ -10,6 +10,10 @@ A chapter names a profile and may override any field::
 
 Artifacts are cached by the subset of fields that produced them (``Profile.subset``),
 so changing a probing parameter never retrains a model.
+
+``mixed_precision`` is the training precision on a GPU: "no" (float32), "bf16" (bfloat16
+autocast, float32 weights and optimiser states; GPUs from Ampere on) or "fp16" (float16 autocast
+with loss scaling); it is "bf16" in ``paper`` and ignored on CPU.
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ class Profile:
     warmup_steps: int = 50
     mask_prob: float = 0.15
     log_every: int = 10
+    mixed_precision: str = "no"          # "no", "bf16" or "fp16" (GPU only; module docstring)
 
     # --- probing (analysis.probing) ---
     probe_functions_distance: int = 160
@@ -82,6 +87,11 @@ class Profile:
     throughput_lengths: tuple = (256, 512, 1024, 2048, 4096, 8192)
     throughput_batch: int = 1
 
+    def __post_init__(self):
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
+                             f"got {self.mixed_precision!r}")
+
     def replace(self, **overrides) -> "Profile":
         """A copy with ``overrides``; unknown names or wrong types raise ``ValueError``."""
         return dataclasses.replace(self, **_checked(overrides))
@@ -102,6 +112,7 @@ class Profile:
                 if getattr(self, f.name) != getattr(base, f.name)}
 
 
+MIXED_PRECISION = ("no", "bf16", "fp16")
 FIELD_NAMES = frozenset(f.name for f in fields(Profile))
 _TYPES = typing.get_type_hints(Profile)
 
@@ -161,7 +172,7 @@ DEFAULT = Profile(name="default")
 PAPER = Profile(
     name="paper", vocab_size=32000, max_length=1024, d_model=768, n_layers=12, d_state=64,
     n_heads=12, pretrain_steps=100_000, batch_size=64, lr=5e-4, warmup_steps=2000,
-    log_every=100, probe_pairs_per_class=1300, probe_max_tokens=512, probe_max_train_points=5000,
+    log_every=100, mixed_precision="bf16", probe_pairs_per_class=1300, probe_max_tokens=512, probe_max_train_points=5000,
     finetune_steps=10_000, finetune_batch_size=32, finetune_lr=2e-5, seeds=3,
     type_vocab_size=50, finetune_train_size=0, finetune_test_size=0, kernel_length=4096,
     throughput_batch=4, ablation=True,

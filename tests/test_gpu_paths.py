@@ -238,3 +238,13 @@ def test_tensors_off_the_cpu_never_reach_the_compiled_kernel(monkeypatch):
     with pytest.raises(ValueError, match="reads CPU tensors only"):
         monkeypatch.setattr(scan.scan_kernel, "library", lambda: object())
         scan.selective_scan_cpu(**kw, implementation="kernel")
+
+
+def test_mixed_precision_is_a_checked_profile_field():
+    from analysis.config import profile
+
+    assert profile("paper").mixed_precision == "bf16"
+    assert profile("smoke").mixed_precision == profile("default").mixed_precision == "no"
+    assert profile("default", mixed_precision="fp16").mixed_precision == "fp16"
+    with pytest.raises(ValueError, match="mixed_precision must be one of no, bf16, fp16, got 'float16'"):
+        profile("default", mixed_precision="float16")
