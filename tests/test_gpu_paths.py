@@ -248,3 +248,21 @@ def test_mixed_precision_is_a_checked_profile_field():
     assert profile("default", mixed_precision="fp16").mixed_precision == "fp16"
     with pytest.raises(ValueError, match="mixed_precision must be one of no, bf16, fp16, got 'float16'"):
         profile("default", mixed_precision="float16")
+
+
+def test_gpu_environment_shares_the_cpu_pins_but_torch():
+    """environment-gpu.yml: requirements.txt's pins except torch (a version mamba-ssm ships
+    kernels for), plus build helpers; the header's install line pins mamba-ssm and causal-conv1d."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pin = re.compile(r"^\s*(?:-\s+)?([A-Za-z0-9_.\-]+)==([^\s#]+)")
+    pins = lambda text: {m.group(1).lower(): m.group(2) for m in map(pin.match, text.splitlines()) if m}
+    cpu = pins((root / "requirements.txt").read_text())
+    text = (root / "environment-gpu.yml").read_text()
+    gpu = pins(text)
+    assert gpu["torch"] == "2.9.1"
+    assert {k: v for k, v in gpu.items() if k in cpu and k != "torch"} == {k: v for k, v in cpu.items() if k != "torch"}
+    assert set(gpu) - set(cpu) == {"einops", "packaging", "ninja", "wheel"}
+    assert "pip install --no-build-isolation mamba-ssm==2.3.2.post1 causal-conv1d==1.6.1" in text
