@@ -9,8 +9,29 @@
     python -m analysis.bench threads [--models codessm rocoder bimamba] [--pairs 16] [--length 128]
                                      [--repeats 5] [--threads 2]
 
+    python -m analysis.bench paper-shapes [--profile paper] [--models ...] [--batch 1]
+                                          [--precision no|bf16|fp16] [--threads 2] [--device cpu]
+
+    python -m analysis.bench gpu [--profile paper] [--models ...] [--batch 2] [--chapter 02] [--no-chapter]
+
 Subcommands live in ``COMMANDS`` (name -> function taking the parsed arguments), so other
 benchmarks can be added beside ``scan``.
+
+``paper-shapes`` builds each model at a profile's real widths and context and, on ``batch`` and
+``batch`` + 1 random full-length sequences, runs one pretraining step (forward, backward, AdamW;
+autocast at the profile's ``mixed_precision``), a second forward and one inference forward. It
+prints the parameters P; the activation memory A(b) = fixed + b * per sequence, measured exactly
+as the bytes autograd saves for the backward (distinct storages, parameters excluded) at the two
+batch sizes; the peak memory growth (resident set on CPU, allocator on CUDA); the seconds per
+sequence and scaled to the profile's batch; and the training memory on a GPU at the profile's
+batch B, 16 P + A(B) (float32 weights, gradients and AdamW moments, plus activations; no CUDA
+context), the smallest common GPU that holds it and the largest batch per 80 GiB. On CPU the
+selective scan saves what the CPU path saves, not what mamba-ssm's kernel saves.
+
+``gpu`` is the first command on a CUDA machine: mamba-ssm's scan against the CPU path (relative
+error of y and every gradient, both timed) at BiMamba's width, ``paper-shapes`` on the GPU (its
+measured peak beside the estimate) and one book chapter under the smoke profile. Without CUDA it
+prints what is missing and exits 0.
 
 ``scan`` times the project's CPU selective scan (``selective_scan_cpu``: the compiled kernel
 where it builds, column ``ours``) against the torch chunked scan it falls back to
