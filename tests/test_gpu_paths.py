@@ -266,3 +266,12 @@ def test_gpu_environment_shares_the_cpu_pins_but_torch():
     assert {k: v for k, v in gpu.items() if k in cpu and k != "torch"} == {k: v for k, v in cpu.items() if k != "torch"}
     assert set(gpu) - set(cpu) == {"einops", "packaging", "ninja", "wheel"}
     assert "pip install --no-build-isolation mamba-ssm==2.3.2.post1 causal-conv1d==1.6.1" in text
+
+
+def test_bad_inputs_get_the_same_clear_errors_on_the_cuda_path(fake_mamba):
+    kw = _inputs()
+    with pytest.raises(ValueError, match=r"delta must have u's shape \(2, 4, 6\), got \(2, 4, 5\)"):
+        scan.selective_scan(**{**kw, "delta": kw["delta"][..., :5]})
+    with pytest.raises(ValueError, match="A is complex"):
+        scan.selective_scan(**{**kw, "A": kw["A"].to(torch.complex64)})
+    assert fake_mamba["calls"] == []

@@ -418,8 +418,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                    return_last_state=False):
     """Selective scan: mamba-ssm's CUDA kernel where available (``backend``), else the CPU path
     (on the tensors' device). The kernel's last state carries no gradient (mamba-ssm's rule)."""
-    _check(u, delta, A, B, C, D, z, delta_bias)
-    if on_cuda(u.device) and _mamba_fn() is not None and not _kernel_refuses(u, A):
-        args = kernel_arguments(u, delta, A, B, C, D, z, delta_bias)
-        return _mamba_fn()(*args, delta_softplus, return_last_state)
+    if isinstance(u, torch.Tensor) and on_cuda(u.device) and _mamba_fn() is not None:
+        _check(u, delta, A, B, C, D, z, delta_bias)
+        if not _kernel_refuses(u, A):
+            args = kernel_arguments(u, delta, A, B, C, D, z, delta_bias)
+            return _mamba_fn()(*args, delta_softplus, return_last_state)
     return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
