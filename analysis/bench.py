@@ -9,8 +9,29 @@
     python -m analysis.bench threads [--models codessm rocoder bimamba] [--pairs 16] [--length 128]
                                      [--repeats 5] [--threads 2]
 
+    python -m analysis.bench paper-shapes [--profile paper] [--models ...] [--batch 1]
+                                          [--precision no|bf16|fp16] [--threads 2] [--device cpu]
+
+    python -m analysis.bench gpu [--profile paper] [--models ...] [--batch 2] [--chapter 02] [--no-chapter]
+
 Subcommands live in ``COMMANDS`` (name -> function taking the parsed arguments), so other
 benchmarks can be added beside ``scan``.
+
+``paper-shapes`` builds each model at a profile's real widths and context and, on ``batch`` and
+``batch`` + 1 random full-length sequences, runs one pretraining step (forward, backward, AdamW;
+autocast at the profile's ``mixed_precision``), a second forward and one inference forward. It
+prints the parameters P; the activation memory A(b) = fixed + b * per sequence, measured exactly
+as the bytes autograd saves for the backward (distinct storages, parameters excluded) at the two
+batch sizes; the peak memory growth (resident set on CPU, allocator on CUDA); the seconds per
+sequence and scaled to the profile's batch; and the training memory on a GPU at the profile's
+batch B, 16 P + A(B) (float32 weights, gradients and AdamW moments, plus activations; no CUDA
+context), the smallest common GPU that holds it and the largest batch per 80 GiB. On CPU the
+selective scan saves what the CPU path saves, not what mamba-ssm's kernel saves.
+
+``gpu`` is the first command on a CUDA machine: mamba-ssm's scan against the CPU path (relative
+error of y and every gradient, both timed) at BiMamba's width, ``paper-shapes`` on the GPU (its
+measured peak beside the estimate) and one book chapter under the smoke profile. Without CUDA it
+prints what is missing and exits 0.
 
 ``scan`` times the project's CPU selective scan (``selective_scan_cpu``: the compiled kernel
 where it builds, column ``ours``) against the torch chunked scan it falls back to
@@ -58,13 +79,19 @@ import argparse
 import platform
 import queue
 import statistics
+import subprocess
 import sys
 import time
+
+import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
 
-from .models import scan
+from .config import PROFILES, profile
+from .models import build, scan, trainable_parameters
+from .train import mask_tokens
 
 SCAN_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -443,7 +470,282 @@ def _threads_command(args) -> int:
     return 0
 
 
-COMMANDS = {"scan": _scan_command, "directprobe": _directprobe_command, "threads": _threads_command}
+GPU_SIZES_GIB = (16, 24, 40, 48, 80)   # common GPU memory sizes, for "which GPU does the profile need"
+TRAINING_BYTES_PER_PARAMETER = 16      # float32 weight + gradient + AdamW's two moments
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def mlm_batch(cfg, batch: int, length: int, seed: int = 0) -> tuple:
+    """(input_ids, attention_mask, labels) [batch, length]: random tokens, no padding, BERT
+    masking at ``cfg.mask_prob`` (id 4 stands for <mask>)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, cfg.vocab_size, (batch, length), generator=g)
+    inputs, labels = mask_tokens(ids, torch.zeros_like(ids, dtype=torch.bool), 4, cfg.vocab_size,
+                                 cfg.mask_prob, g)
+    return inputs, torch.ones_like(ids), labels
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "no":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_AUTOCAST[precision])
+
+
+def _memory_mark(device: torch.device) -> float:
+    """Start a peak-memory window; returns the baseline (bytes in use now)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    return _status_mb("VmRSS") * 2 ** 20 if _reset_peak() else float("nan")
+
+
+def _memory_peak(device: torch.device, mark: float) -> float:
+    """Peak bytes in use since ``_memory_mark`` above its baseline (CUDA allocator; else RSS)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - mark
+    return _status_mb("VmHWM") * 2 ** 20 - mark
+
+
+@contextlib.contextmanager
+def _saved_for_backward(model):
+    """Within: count the bytes autograd saves for the backward (the distinct storages of saved
+    tensors, parameters excluded: the activation memory) into the yielded dict's "bytes"."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept, out = {}, {"bytes": 0}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield out
+    out["bytes"] = sum(kept.values())
+
+
+def _forward_loss(model, batch: tuple, precision: str):
+    device = next(model.parameters()).device
+    ids, mask, labels = (t.to(device) for t in batch)
+    with _autocast(device, precision):
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+
+def saved_activations(model, batch: tuple, precision: str = "no") -> dict:
+    """One forward with autograd on: activation bytes (``_saved_for_backward``), peak memory
+    growth, seconds and loss. The graph is then freed."""
+    device = next(model.parameters()).device
+    mark, t0 = _memory_mark(device), time.perf_counter()
+    with _saved_for_backward(model) as saved:
+        loss = _forward_loss(model, batch, precision)
+    return {"bytes": saved["bytes"], "peak": _memory_peak(device, mark), "seconds": time.perf_counter() - t0,
+            "loss": loss.item()}
+
+
+def training_step(model, opt, batch: tuple, precision: str = "no") -> dict:
+    """One pretraining step (forward, backward, clipping, AdamW step; fp16 with loss scaling):
+    seconds, activation bytes and peak memory growth of the forward, peak growth of the whole
+    step (gradients and AdamW's states are allocated in the first step), loss."""
+    device = next(model.parameters()).device
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    mark, t0 = _memory_mark(device), time.perf_counter()
+    with _saved_for_backward(model) as saved:
+        loss = _forward_loss(model, batch, precision)
+    forward_peak = _memory_peak(device, mark)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(opt)
+    scaler.update()
+    opt.zero_grad(set_to_none=True)
+    return {"seconds": time.perf_counter() - t0, "bytes": saved["bytes"], "forward_peak": forward_peak,
+            "peak": _memory_peak(device, mark), "loss": loss.item()}
+
+
+def activation_bytes(row: dict, batch: int) -> float:
+    """Activation memory at ``batch`` sequences, affine in the batch: fixed + batch * per sequence."""
+    return row["act_fixed"] + batch * row["act_per_seq"]
+
+
+def gpu_bytes(row: dict, batch: int) -> float:
+    """Training memory at ``batch``: float32 weights, gradients and AdamW moments, plus activations."""
+    return TRAINING_BYTES_PER_PARAMETER * row["parameters"] + activation_bytes(row, batch)
+
+
+def measure_model(name: str, cfg, batch: int = 1, precision: str = "no", device="cpu") -> dict:
+    """Parameters, one training step at ``batch`` sequences of ``cfg.max_length`` tokens, the
+    activation memory at ``batch`` and ``batch`` + 1 sequences (fixed part and per sequence),
+    and one inference forward, of a freshly built ``name`` at ``cfg``'s widths."""
+    device = torch.device(device)
+    model = build(name, cfg, cfg.vocab_size).to(device).train()
+    small, large = (mlm_batch(cfg, b, cfg.max_length) for b in (batch, batch + 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = training_step(model, opt, small, precision)
+    more = saved_activations(model, large, precision)
+    model.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad(), _autocast(device, precision):
+        model(input_ids=small[0].to(device), attention_mask=small[1].to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    forward_s = time.perf_counter() - t0
+    per_seq = more["bytes"] - step["bytes"]
+    return {"model": name, "parameters": trainable_parameters(model), "batch": batch,
+            "act_per_seq": per_seq, "act_fixed": step["bytes"] - batch * per_seq,
+            "peak_per_seq": more["peak"] - step["forward_peak"], "loss": step["loss"],
+            "step_s": step["seconds"], "step_peak": step["peak"], "forward_s": forward_s}
+
+
+def paper_shapes(cfg, models=("codessm", "rocoder", "bimamba"), batch: int = 1, precision: str | None = None,
+                 threads: int = 2, device="cpu") -> list[dict]:
+    """``measure_model`` for each model at ``cfg`` (precision: ``cfg.mixed_precision`` unless given)."""
+    if batch < 1 or threads < 1:
+        raise ValueError(f"batch and threads must be >= 1, got {batch} and {threads}")
+    precision = cfg.mixed_precision if precision is None else precision
+    if precision not in ("no", *_AUTOCAST):
+        raise ValueError(f"precision must be no, bf16 or fp16, got {precision!r}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return [measure_model(name, cfg, batch, precision, device) for name in models]
+    finally:
+        torch.set_num_threads(old)
+
+
+def smallest_gpu(nbytes: float) -> str:
+    fits = [g for g in GPU_SIZES_GIB if nbytes <= g * 2 ** 30]
+    return f"{fits[0]} GiB" if fits else f"> {GPU_SIZES_GIB[-1]} GiB"
+
+
+def print_paper_shapes(rows: list[dict], cfg, precision: str, device: str) -> None:
+    gib = lambda x: x / 2 ** 30
+    B, L = cfg.batch_size, cfg.max_length
+    print(f"profile {cfg.name}: width {cfg.d_model}, {cfg.n_layers} layers, context {L}, vocabulary "
+          f"{cfg.vocab_size}, batch {B}; autocast {precision}; measured at {rows[0]['batch']} (and "
+          f"{rows[0]['batch'] + 1}) sequence(s) on {device}; {_machine()}; torch {torch.__version__}")
+    print("activations = bytes autograd saves for the backward (parameters excluded), affine in the batch;"
+          " peak = allocator (CUDA) or resident-set (CPU) growth")
+    print(f"{'model':>8} {'params':>8} {'act/seq':>8} {'act fixed':>9} {'peak/seq':>8} {'loss':>6} "
+          f"{'step s/seq':>10} {'fwd s/seq':>9} {f'step s @{B}':>10} {f'act @{B}':>9} {f'GPU @{B}':>9} "
+          f"{'fits':>8} {'seqs/80GiB':>10}")
+    for r in rows:
+        per = r["batch"]
+        fit80 = math.floor((80 * 2 ** 30 - gpu_bytes(r, 0)) / r["act_per_seq"]) if r["act_per_seq"] > 0 else 0
+        print(f"{r['model']:>8} {r['parameters'] / 1e6:>7.1f}M {gib(r['act_per_seq']):>7.3f}G "
+              f"{gib(r['act_fixed']):>8.3f}G {gib(r['peak_per_seq']):>7.3f}G {r['loss']:>6.2f} "
+              f"{r['step_s'] / per:>10.2f} {r['forward_s'] / per:>9.2f} {r['step_s'] / per * B:>10.0f} "
+              f"{gib(activation_bytes(r, B)):>8.1f}G {gib(gpu_bytes(r, B)):>8.1f}G "
+              f"{smallest_gpu(gpu_bytes(r, B)):>8} {fit80:>10}")
+    print(f"GPU @{B} = {TRAINING_BYTES_PER_PARAMETER} B/parameter (float32 weight, gradient, AdamW moments) + "
+          f"activations at batch {B}; CUDA context and allocator slack not included. seqs/80GiB: the largest "
+          f"batch per 80 GiB GPU (use gradient accumulation or more GPUs above it).")
+
+
+def _paper_shapes_command(args) -> int:
+    try:
+        cfg = profile(args.profile)
+        rows = paper_shapes(cfg, args.models, args.batch, args.precision, args.threads, args.device)
+    except ValueError as err:
+        print(f"python -m analysis.bench paper-shapes: {err}", file=sys.stderr)
+        return 2
+    print_paper_shapes(rows, cfg, args.precision or cfg.mixed_precision, args.device)
+    return 0
+
+
+GPU_TOLERANCE = 1e-3   # scan check: max |kernel - CPU path| over max |CPU path|, output and every gradient
+
+
+def gpu_missing() -> list[str]:
+    """What the GPU check needs and this machine lacks ([] = nothing)."""
+    missing = []
+    if not torch.cuda.is_available():
+        built = torch.version.cuda or "none: a CPU-only build"
+        missing.append(f"torch.cuda.is_available() is False (torch {torch.__version__}, CUDA {built})")
+    if scan._mamba_fn() is None:
+        missing.append(scan._MAMBA["why"])
+    return missing
+
+
+def _scan_pass(fn, inputs: dict, weight: torch.Tensor, device: torch.device) -> tuple:
+    """(seconds, y, gradients) of ``fn`` forward+backward of sum(y * weight) on ``device``."""
+    leaves = {k: v.to(device).requires_grad_(True) for k, v in inputs.items()}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    y = fn(**leaves, delta_softplus=True)
+    (y * weight.to(device)).sum().backward()
+    sync()
+    return time.perf_counter() - t0, y.detach().cpu(), {k: v.grad.cpu() for k, v in leaves.items()}
+
+
+def gpu_scan_check(cfg, batch: int = 4, repeats: int = 5, device="cuda") -> dict:
+    """``selective_scan`` on ``device`` (mamba-ssm's kernel on a GPU) against the CPU path at
+    BiMamba's width under ``cfg`` (d = expand * d_model, state mamba_d_state, length max_length):
+    worst relative error of y and of every gradient, and forward+backward seconds of each
+    (``device``: median of ``repeats`` after a warm-up)."""
+    d, n, L = cfg.mamba_expand * cfg.d_model, cfg.mamba_d_state, cfg.max_length
+    inputs = scan_inputs(batch, d, n, L)
+    weight = torch.randn(batch, d, L, generator=torch.Generator().manual_seed(1))
+    device = torch.device(device)
+    gpu = [_scan_pass(scan.selective_scan, inputs, weight, device) for _ in range(repeats + 1)][1:]
+    cpu = _scan_pass(scan.selective_scan_cpu, inputs, weight, torch.device("cpu"))
+    rel = lambda a, b: float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+    errors = {"y": rel(gpu[-1][1], cpu[1]), **{f"d{k}": rel(gpu[-1][2][k], cpu[2][k]) for k in SCAN_INPUTS}}
+    return {"shape": (batch, d, n, L), "errors": errors, "gpu_s": statistics.median(g[0] for g in gpu),
+            "cpu_s": cpu[0], "ok": max(errors.values()) <= GPU_TOLERANCE}
+
+
+def gpu_chapter_check(chapter: str = "02", timeout: int = 1800) -> dict:
+    """Run book chapter ``chapter`` under the smoke profile in a fresh process (on the GPU,
+    which the training loop picks when CUDA is available); its return code and last lines."""
+    cmd = [sys.executable, "-m", "analysis.book", "run", "--only", chapter, "--profile", "smoke", "--no-html"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+    return {"command": " ".join(cmd[1:]), "ok": proc.returncode == 0, "seconds": time.perf_counter() - t0,
+            "tail": tail}
+
+
+def _gpu_command(args) -> int:
+    missing = gpu_missing()
+    if not torch.cuda.is_available():
+        print("python -m analysis.bench gpu: skipped, this machine cannot run the GPU check:")
+        for item in missing:
+            print(f"  - {item}")
+        print("On a CUDA machine: see environment-gpu.yml (a CUDA torch, then mamba-ssm and causal-conv1d).")
+        return 0
+    cfg = profile(args.profile)
+    print(f"GPU check: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}; "
+          f"scan backend: {scan.backend('cuda')}")
+    results = {}
+    if scan._mamba_fn() is None:
+        print(f"SKIP scan check: {missing[0]}")
+    else:
+        sc = gpu_scan_check(cfg)
+        results["scan"] = sc["ok"]
+        print(f"{'PASS' if sc['ok'] else 'FAIL'} scan (b, d, n, L) = {sc['shape']}: forward+backward "
+              f"{sc['gpu_s'] * 1e3:.1f} ms kernel, {sc['cpu_s']:.2f} s CPU path "
+              f"({sc['cpu_s'] / sc['gpu_s']:.0f}x); worst relative error {max(sc['errors'].values()):.1e} "
+              f"(tolerance {GPU_TOLERANCE:g}): " + ", ".join(f"{k} {v:.1e}" for k, v in sc["errors"].items()))
+    rows = paper_shapes(cfg, args.models, args.batch, None, torch.get_num_threads(), "cuda")
+    results["steps"] = all(math.isfinite(r["loss"]) for r in rows)
+    print_paper_shapes(rows, cfg, cfg.mixed_precision, "cuda")
+    gib = lambda x: x / 2 ** 30
+    for r in rows:
+        print(f"  {r['model']}: measured step peak {gib(r['step_peak']):.2f} GiB at batch {r['batch']}, "
+              f"estimate {gib(gpu_bytes(r, r['batch'])):.2f} GiB")
+    if not args.no_chapter:
+        ch = gpu_chapter_check(args.chapter)
+        results["chapter"] = ch["ok"]
+        print(f"{'PASS' if ch['ok'] else 'FAIL'} {ch['command']} in {ch['seconds']:.0f} s")
+        print("\n".join(f"    {line}" for line in ch["tail"]))
+    print("GPU check: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in results.items()))
+    return 0 if all(results.values()) else 1
+
+
+COMMANDS = {"gpu": _gpu_command, "paper-shapes": _paper_shapes_command, "scan": _scan_command, "directprobe": _directprobe_command, "threads": _threads_command}
 
 
 def main(argv=None) -> int:
@@ -470,6 +772,20 @@ def main(argv=None) -> int:
     p.add_argument("--length", type=int, default=128, help="tokens per sequence")
     p.add_argument("--repeats", type=int, default=5, help="steps timed (best counts), after one warm-up")
     p.add_argument("--threads", type=int, default=2, help="threads of the one process = processes side by side")
+    p = sub.add_parser("paper-shapes", help="parameters, activation and GPU memory, one step per model, at a profile's shapes")
+    p.add_argument("--profile", default="paper", choices=list(PROFILES))
+    p.add_argument("--models", nargs="+", default=["codessm", "rocoder", "bimamba"])
+    p.add_argument("--batch", type=int, default=1, help="sequences measured (and one more, for the per-sequence slope)")
+    p.add_argument("--precision", choices=["no", "bf16", "fp16"], default=None,
+                   help="autocast precision (default: the profile's mixed_precision)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p = sub.add_parser("gpu", help="on a CUDA machine: mamba-ssm's scan, one step per model, a smoke chapter")
+    p.add_argument("--profile", default="paper", choices=list(PROFILES), help="shapes of the scan check and the steps")
+    p.add_argument("--models", nargs="+", default=["codessm", "rocoder", "bimamba"])
+    p.add_argument("--batch", type=int, default=2, help="sequences per training step")
+    p.add_argument("--chapter", default="02", help="book chapter run under the smoke profile")
+    p.add_argument("--no-chapter", action="store_true", help="skip the chapter run")
     args = parser.parse_args(argv)
     return COMMANDS[args.command](args)
 

@@ -14,6 +14,10 @@ fails at once with the field, the value and the range, not deep inside a run.
 
 Artifacts are cached by the subset of fields that produced them (``Profile.subset``),
 so changing a probing parameter never retrains a model.
+
+``mixed_precision`` is the training precision on a GPU: "no" (float32), "bf16" (bfloat16
+autocast, float32 weights and optimiser states; GPUs from Ampere on) or "fp16" (float16 autocast
+with loss scaling); it is "bf16" in ``paper`` and ignored on CPU.
 """
 from __future__ import annotations
 
@@ -113,6 +117,7 @@ class Profile:
     warmup_steps: int = 50
     mask_prob: float = 0.15
     log_every: int = 10
+    mixed_precision: str = "no"          # "no", "bf16" or "fp16" (GPU only; module docstring)
 
     # --- probing (analysis.probing) ---
     probe_functions_distance: int = 160
@@ -122,16 +127,13 @@ class Profile:
     probe_max_tokens: int = 200          # probe functions have at most this many code tokens
     probe_test_fraction: float = 0.2
     probe_max_train_points: int = 600    # DirectProbe training points per layer (subsampled)
-<<<<<<< HEAD
     probe_sweep_points: tuple = (200, 400, 600, 800)  # chapter 03's sample-size sweep
-=======
     # relation definitions (analysis.data.parse, .dataflow): True = the reference pipeline the
     # paper inherits (the book's default), False = the project's earlier variant; each is in the
     # cache key of the probe datasets (analysis.data.probes.probe_data_key) and of probe results
     probe_dfg_literals: bool = True      # literals are data-flow nodes (x = 0: x <- 0) and "no edge" pairs run from any token with an edge to any token (GraphCodeBERT); False: variables only
     probe_siblings_below: bool = True    # a leaf one level below a non-block sibling is a sibling too (Anand et al.); False: same parent only
     probe_string_quotes: bool = True     # a string's tree distance counts from its quote leaf (Anand et al.); False: from the string node
->>>>>>> data
 
     # --- fine-tuning (analysis.finetune) ---
     finetune_steps: int = 200
@@ -173,11 +175,12 @@ class Profile:
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if getattr(self, f.name) != getattr(base, f.name)}
 
-
     def __post_init__(self):
         for f in fields(self):
             check_range(f.name, getattr(self, f.name))
 
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
 
 # The valid values of every field (a tuple field: of each element). Ranges that depend on two
 # fields (RoCoder's d_model divisible by n_heads) are checked where the model is built.
@@ -205,6 +208,9 @@ RANGES = {
     "kernel_length": Range(2), "low_freq_cutoff": Range(0, 0.5, low_open=True),  # up to Nyquist
     "energy_fraction": Range(0, 1, low_open=True),
     "ablation": OneOf((False, True)), "throughput_lengths": AT_LEAST_1, "throughput_batch": AT_LEAST_1,
+    "mixed_precision": OneOf(MIXED_PRECISION),
+    "probe_dfg_literals": OneOf((False, True)), "probe_siblings_below": OneOf((False, True)),
+    "probe_string_quotes": OneOf((False, True)),
 }
 FIELD_NAMES = frozenset(f.name for f in fields(Profile))
 _TYPES = typing.get_type_hints(Profile)
@@ -276,7 +282,7 @@ DEFAULT = Profile(name="default")
 PAPER = Profile(
     name="paper", vocab_size=32000, max_length=1024, d_model=768, n_layers=12, d_state=64,
     n_heads=12, pretrain_steps=100_000, batch_size=64, lr=5e-4, warmup_steps=2000,
-    log_every=100, probe_pairs_per_class=1300, probe_max_tokens=512, probe_max_train_points=5000,
+    log_every=100, mixed_precision="bf16", probe_pairs_per_class=1300, probe_max_tokens=512, probe_max_train_points=5000,
     finetune_steps=10_000, finetune_batch_size=32, finetune_lr=2e-5, seeds=3,
     type_vocab_size=50, finetune_train_size=0, finetune_test_size=0, kernel_length=1024,
     throughput_batch=4, ablation=True,

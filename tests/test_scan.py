@@ -253,7 +253,7 @@ def test_mamba_import_failure_is_explained_and_cached(monkeypatch):
     monkeypatch.setitem(sys.modules, "mamba_ssm", None)   # makes `import mamba_ssm...` raise ImportError
     monkeypatch.setattr(scan, "_MAMBA", {"checked": False, "fn": None, "why": ""})
     first = scan.backend("cuda")
-    assert first.startswith("CPU path, ") and "mamba_ssm not importable (ModuleNotFoundError" in first
+    assert first.startswith("torch chunked scan on cuda: mamba_ssm not importable (ModuleNotFoundError")
     monkeypatch.delitem(sys.modules, "mamba_ssm")         # a second call must not retry the import
     assert scan.backend("cuda") == first
 

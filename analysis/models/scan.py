@@ -9,10 +9,14 @@ delta_bias: r(D).
     x_t    = exp(delta_t A) * x_{t-1} + delta_t B_t u_t          x: (B D N)
     y_t    = <x_t, C_t> + D u_t ;   y <- y * silu(z)
 
-Dispatch (``backend()`` says which and why): CUDA tensors with mamba-ssm importable run
-mamba-ssm's fused kernel; everything else runs the project's CPU path. mamba_ssm is imported
-lazily, on the first CUDA call, never at module import (it cannot be installed against a CPU
-torch); an import failure is remembered and logged once.
+Dispatch (``backend()`` says which and why): CUDA tensors (``on_cuda``) with mamba-ssm and its
+compiled extension importable run mamba-ssm's fused kernel, ``selective_scan_fn``, with the
+arguments conformed to what its kernel checks (``kernel_arguments``: u, delta, z, B, C in one of
+float32/float16/bfloat16; A, D, delta_bias float32; B and C with one group count; its wrapper
+makes the time axis contiguous itself); float64 inputs or a state above 256 (the kernel's
+limits) and CUDA tensors without mamba-ssm run the torch chunked scan on the GPU; CPU tensors
+run the CPU path. mamba_ssm is imported lazily, on the first CUDA call, never at module import
+(it cannot be installed against a CPU torch); an import failure is remembered and logged once.
 
 The CPU path (``selective_scan_cpu``) runs a compiled C kernel (``scan_kernel``: one batch and
 a block of 16 channels at a time, the block's states in a small buffer, loops over channels
@@ -41,28 +45,53 @@ log = logging.getLogger(__name__)
 _MAMBA = {"checked": False, "fn": None, "why": ""}
 
 
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)   # mamba-ssm's u/delta/z/B/C dtypes
+KERNEL_MAX_STATE = 256                                             # selective_scan.cpp: dstate <= 256
+
+
+def on_cuda(device: torch.device) -> bool:
+    """Whether tensors on ``device`` are for mamba-ssm's CUDA kernel (the one device test; tests
+    replace it to drive the CUDA dispatch with CPU tensors and a fake mamba_ssm)."""
+    return device.type == "cuda"
+
+
 def _mamba_fn():
     if not _MAMBA["checked"]:
         _MAMBA["checked"] = True
-        try:
-            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-            _MAMBA["fn"] = selective_scan_fn
+        try:  # lazy: mamba_ssm imports only against a CUDA torch
+            from mamba_ssm.ops import selective_scan_interface as interface
+            # mamba-ssm after 2.3.2.post1 imports without its compiled kernel (an opt-in build) and
+            # raises only when called; 2.x up to 2.3.2.post1 fail at the import above instead.
+            if getattr(interface, "selective_scan_cuda", "not an attribute") is None:
+                raise ImportError("mamba_ssm is installed without its CUDA extension selective_scan_cuda; "
+                                  "reinstall with MAMBA_KEEP_CUDA_BUILD=TRUE pip install --no-build-isolation mamba-ssm")
+            _MAMBA["fn"] = interface.selective_scan_fn
         except Exception as err:  # ImportError, missing CUDA extension, triton...
             _MAMBA["why"] = f"mamba_ssm not importable ({type(err).__name__}: {err})"
-            log.warning("selective scan: %s; CUDA tensors use the CPU path", _MAMBA["why"])
+            log.warning("selective scan: %s; CUDA tensors use the torch chunked scan", _MAMBA["why"])
     return _MAMBA["fn"]
+
+
+def _kernel_refuses(u: torch.Tensor, A: torch.Tensor) -> str:
+    """Why mamba-ssm's kernel cannot take these inputs ("" if it can)."""
+    if u.dtype not in KERNEL_DTYPES:
+        return f"u is {u.dtype}; the CUDA kernel takes float32, float16 or bfloat16"
+    if A.shape[1] > KERNEL_MAX_STATE:
+        return f"state size {A.shape[1]} > {KERNEL_MAX_STATE}, the CUDA kernel's limit"
+    return ""
 
 
 def backend(device: str | torch.device = "cpu") -> str:
     """Which implementation ``selective_scan`` runs for tensors on ``device``, and why."""
     device = torch.device(device)
-    cpu = ("compiled kernel (analysis/models/scan_kernel.c)" if scan_kernel.library() is not None
-           else f"torch chunked scan, because {scan_kernel.why()}")
-    if device.type != "cuda":
+    if not on_cuda(device):
+        cpu = ("compiled kernel (analysis/models/scan_kernel.c)" if scan_kernel.library() is not None
+               else f"torch chunked scan, because {scan_kernel.why()}")
         return f"CPU path, {cpu}: tensors on {device.type}, not CUDA"
     if _mamba_fn() is None:
-        return f"CPU path, {cpu}: {_MAMBA['why']}"
-    return "mamba-ssm CUDA kernel (selective_scan_fn)"
+        return f"torch chunked scan on {device.type}: {_MAMBA['why']}"
+    return (f"mamba-ssm CUDA kernel (selective_scan_fn); the torch chunked scan for float64 or a state "
+            f"above {KERNEL_MAX_STATE}")
 
 
 def _check(u, delta, A, B, C, D, z, delta_bias):
@@ -340,14 +369,18 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     fused (bias, softplus, scan, D skip, z gate), with a hand-written reverse-time backward
     that recomputes states. Accumulates in float32 for lower-precision inputs (float64 stays
     float64) and returns u's dtype. B and C with different group counts are both expanded to
-    the finer grouping. ``implementation``
+    the finer grouping. Tensors on another device (a GPU without mamba-ssm) run the torch scan
+    there: the compiled kernel reads CPU memory only. ``implementation``
     ("kernel" or "torch") forces one (for benchmarks); "kernel" raises if it is unavailable."""
     _check(u, delta, A, B, C, D, z, delta_bias)
     if implementation not in (None, "kernel", "torch"):
         raise ValueError(f"implementation must be None, 'kernel' or 'torch', got {implementation!r}")
     if implementation == "kernel" and scan_kernel.library() is None:
         raise RuntimeError(scan_kernel.why())
-    function = {None: cpu_function(), "kernel": KernelScan, "torch": _SelectiveScan}[implementation]
+    if implementation == "kernel" and u.device.type != "cpu":
+        raise ValueError(f"the compiled kernel reads CPU tensors only, got tensors on {u.device}")
+    default = cpu_function() if u.device.type == "cpu" else _SelectiveScan
+    function = {None: default, "kernel": KernelScan, "torch": _SelectiveScan}[implementation]
     dtype_in = u.dtype
     acc = torch.promote_types(dtype_in, torch.float32)
     gB = B.shape[1] if B.dim() == 4 else 1
@@ -361,9 +394,33 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return (out, last) if return_last_state else out
 
 
+def kernel_arguments(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> tuple:
+    """(u, delta, A, B, C, D, z, delta_bias) as mamba-ssm's kernel checks them
+    (csrc/selective_scan/selective_scan.cpp): delta, z, B, C in u's dtype; A, D, delta_bias
+    float32; B and C with the same group count (the kernel reads C's groups from B's shape),
+    both expanded to the finer grouping if they differ. Already-conforming tensors pass
+    unchanged, as the same objects. The time axis need not be contiguous: selective_scan_fn
+    copies a tensor whose last stride is not 1 itself."""
+    def as_(t, dtype):
+        return None if t is None else t.to(dtype)
+
+    gB = B.shape[1] if B.dim() == 4 else 1
+    gC = C.shape[1] if C.dim() == 4 else 1
+    if gB != gC or B.dim() != C.dim():
+        groups = gB * gC // math.gcd(gB, gC)
+        B, C = _groups_of(B, groups, u.dtype), _groups_of(C, groups, u.dtype)
+    f32 = torch.float32
+    return (u, as_(delta, u.dtype), as_(A, f32), as_(B, u.dtype), as_(C, u.dtype), as_(D, f32),
+            as_(z, u.dtype), as_(delta_bias, f32))
+
+
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False):
-    """Selective scan: mamba-ssm's CUDA kernel where available, else the CPU path."""
-    if u.is_cuda and _mamba_fn() is not None:
-        return _mamba_fn()(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    """Selective scan: mamba-ssm's CUDA kernel where available (``backend``), else the CPU path
+    (on the tensors' device). The kernel's last state carries no gradient (mamba-ssm's rule)."""
+    if isinstance(u, torch.Tensor) and on_cuda(u.device) and _mamba_fn() is not None:
+        _check(u, delta, A, B, C, D, z, delta_bias)
+        if not _kernel_refuses(u, A):
+            args = kernel_arguments(u, delta, A, B, C, D, z, delta_bias)
+            return _mamba_fn()(*args, delta_softplus, return_last_state)
     return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

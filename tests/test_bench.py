@@ -1,0 +1,100 @@
+"""``python -m analysis.bench paper-shapes`` and ``gpu`` on tiny shapes: the numbers are consistent."""
+import math
+
+import pytest
+import torch
+
+from analysis import bench
+from analysis.config import profile
+from analysis.models import build, trainable_parameters
+
+TINY = profile("smoke", max_length=24, vocab_size=300, d_model=16, n_layers=2, d_state=8, n_heads=2,
+               mamba_d_state=4, batch_size=16)
+MODELS = ("codessm", "rocoder", "bimamba")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return bench.paper_shapes(TINY, MODELS, batch=1, threads=1)
+
+
+def test_parameters_are_the_models(rows):
+    assert [r["model"] for r in rows] == list(MODELS)
+    for r in rows:
+        assert r["parameters"] == trainable_parameters(build(r["model"], TINY, TINY.vocab_size)), r["model"]
+
+
+def test_activation_memory_is_affine_in_the_batch_and_predicts_a_third_size(rows):
+    """Measured at 1 and 2 sequences, the estimate at 3 equals the bytes saved at 3, exactly;
+    per sequence it holds at least the log-probabilities cross-entropy keeps ([length, vocab] float32)."""
+    for r in rows:
+        model = build(r["model"], TINY, TINY.vocab_size).train()
+        at3 = bench.saved_activations(model, bench.mlm_batch(TINY, 3, TINY.max_length))
+        assert at3["bytes"] == bench.activation_bytes(r, 3), r["model"]
+        assert r["act_per_seq"] >= 4 * TINY.max_length * TINY.vocab_size, r["model"]
+        assert bench.gpu_bytes(r, 64) - bench.gpu_bytes(r, 32) == 32 * r["act_per_seq"]
+        assert bench.gpu_bytes(r, 0) == 16 * r["parameters"] + r["act_fixed"]
+
+
+def test_the_untrained_loss_is_that_of_uniform_guessing(rows):
+    """Initialised with small weights, every model predicts nearly uniformly: loss ~ ln(vocab)."""
+    for r in rows:
+        assert abs(r["loss"] - math.log(TINY.vocab_size)) < 0.1, r
+        assert r["step_s"] > 0 and r["forward_s"] > 0
+
+
+def test_bf16_autocast_saves_fewer_bytes(rows):
+    (bf16,) = bench.paper_shapes(TINY, ("rocoder",), batch=1, precision="bf16", threads=1)
+    (fp32,) = [r for r in rows if r["model"] == "rocoder"]
+    assert bf16["parameters"] == fp32["parameters"]
+    assert bf16["act_per_seq"] < fp32["act_per_seq"]
+
+
+def test_smallest_gpu():
+    assert bench.smallest_gpu(16 * 2 ** 30) == "16 GiB"
+    assert bench.smallest_gpu(16 * 2 ** 30 + 1) == "24 GiB"
+    assert bench.smallest_gpu(81 * 2 ** 30) == "> 80 GiB"
+
+
+def test_paper_shapes_command_prints_every_model(capsys):
+    assert bench.main(["paper-shapes", "--profile", "smoke", "--models", "rocoder", "bimamba",
+                       "--threads", "1", "--precision", "no"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    cfg = profile("smoke")
+    for name in ("rocoder", "bimamba"):
+        millions = trainable_parameters(build(name, cfg, cfg.vocab_size)) / 1e6
+        assert lines[name].split()[1] == f"{millions:.1f}M"
+    assert bench.main(["paper-shapes", "--profile", "smoke", "--batch", "0"]) == 2
+    assert "batch and threads must be >= 1" in capsys.readouterr().err
+
+
+def test_gpu_check_skips_here_naming_what_is_missing(capsys):
+    assert not torch.cuda.is_available()
+    assert bench.main(["gpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("python -m analysis.bench gpu: skipped, this machine cannot run the GPU check:")
+    assert "torch.cuda.is_available() is False" in out and "mamba_ssm not importable" in out
+
+
+def test_gpu_missing_names_only_what_is_missing(monkeypatch):
+    from test_gpu_paths import install_fake
+
+    install_fake(monkeypatch)
+    assert [m.split(" (")[0] for m in bench.gpu_missing()] == ["torch.cuda.is_available() is False"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert bench.gpu_missing() == []
+
+
+def test_gpu_scan_check_compares_the_dispatch_with_the_cpu_path(monkeypatch):
+    """Through the fake mamba_ssm (which returns the CPU path's result) the errors are exactly 0."""
+    from test_gpu_paths import install_fake
+
+    record = install_fake(monkeypatch)
+    cfg = profile("smoke", d_model=8, mamba_d_state=4, max_length=16)
+    res = bench.gpu_scan_check(cfg, batch=2, repeats=2, device="cpu")
+    assert len(record["calls"]) == 3 and record["calls"][0]["u"].shape == (2, 16, 16)
+    assert res["shape"] == (2, 16, 4, 16) and res["ok"]
+    assert set(res["errors"]) == {"y", *(f"d{k}" for k in bench.SCAN_INPUTS)}
+    assert all(v == 0.0 for v in res["errors"].values())
+
