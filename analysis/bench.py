@@ -76,6 +76,10 @@ process (above 1: the worker pool wins).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import math
+import multiprocessing
 import platform
 import queue
 import statistics
@@ -83,14 +87,15 @@ import subprocess
 import sys
 import time
 
-import contextlib
-import math
-
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from .config import PROFILES, profile
-from .models import build, scan, trainable_parameters
+from .finetune.tasks import contrastive_loss, encode, mean_pool
+from .models import FAMILIES, build, scan, trainable_parameters
+from .probing.directprobe import directprobe
 from .train import mask_tokens
 
 SCAN_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -146,8 +151,6 @@ def _status_mb(field: str) -> float:
 def _release_free_memory() -> None:
     """glibc keeps freed heap pages resident; hand them back so RSS counts live memory only."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
@@ -225,8 +228,6 @@ def scan_benchmark(lengths=(256, 1024, 4096), repeats: int = 3, threads: int = 2
 
     Autograd through the reference runs once, and only at lengths <= ``ref_backward_max``
     (0 skips it); the reference's forward runs min(repeats, 3) times."""
-    import pandas as pd
-
     if not lengths or any(int(L) < 1 for L in lengths) or repeats < 1 or threads < 1:
         raise ValueError(f"lengths, repeats and threads must be positive integers, got lengths={list(lengths)}, "
                          f"repeats={repeats}, threads={threads}")
@@ -300,8 +301,6 @@ def _machine() -> str:
 
 def print_scan_table(frame) -> None:
     """The headline columns as a plain-text table, then the errors, then the machine figures."""
-    import pandas as pd
-
     a = frame.attrs
     print(f"selective scan, batch {a['shape']['batch']}, dim {a['shape']['dim']}, state {a['shape']['state']}; "
           f"{a['machine']}; torch {a['torch']}")
@@ -334,8 +333,6 @@ def gaussian_classes(n: int, dim: int, labels: int, sep: float, seed: int = 0):
     """(X [n, dim], y [n]): point i has label i % labels, unit-variance Gaussian noise around
     its class mean; the means lie on random unit directions scaled so that every two means
     are about ``sep`` apart (exactly for two labels)."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     dirs = rng.normal(size=(labels, dim))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
@@ -347,8 +344,6 @@ def directprobe_benchmark(n: int = 3000, dim: int = 256, labels: int = 3, separa
                           sep: float | None = None, seed: int = 0) -> dict:
     """Time one DirectProbe run on ``gaussian_classes``; returns a table row (n, dim, labels,
     sep, clusters, lp_calls, seconds). ``sep`` defaults to 12 (separable) or 1.5 (overlapping)."""
-    from .probing.directprobe import directprobe
-
     sep = sep if sep is not None else (12.0 if separable else 1.5)
     X, y = gaussian_classes(n, dim, labels, sep, seed)
     res = directprobe(X, y)
@@ -369,10 +364,6 @@ def _contrastive_step_times(model: str, pairs: int, length: int, repeats: int, t
                             barrier=None) -> list[float]:
     """Seconds of ``repeats`` contrastive steps of a random ``model`` on ``threads`` threads
     (one warm-up step first; ``barrier``, if given, is passed after it)."""
-    from .config import profile
-    from .finetune.tasks import contrastive_loss, encode, mean_pool
-    from .models import build
-
     torch.set_num_threads(threads)
     cfg = profile("default")
     net = build(model, cfg, cfg.vocab_size).train()
@@ -406,10 +397,6 @@ def threads_benchmark(models=("codessm", "rocoder", "bimamba"), pairs: int = 16,
                       repeats: int = 5, threads: int = 2) -> list[dict]:
     """One row per model: best step seconds with 1 thread, with ``threads`` threads, and in
     ``threads`` 1-thread processes started together (their mean of bests); the throughput gain."""
-    import multiprocessing
-
-    from .models import FAMILIES
-
     unknown = [m for m in models if m not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(FAMILIES)}")

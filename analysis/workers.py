@@ -20,11 +20,18 @@ artifacts first so that the workers do not wait on each other.
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import multiprocessing
 import os
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Sequence
+
+import torch
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 WORKERS_ENV = "ANALYSIS_WORKERS"
@@ -87,12 +94,7 @@ def _one_thread_worker(parent: int | None = None) -> None:
     for name in _ONE_THREAD_ENV:  # for libraries loaded later in the worker
         os.environ[name] = "1"
     os.environ["TQDM_DISABLE"] = "1"
-    import torch
     torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - sklearn depends on threadpoolctl
-        return
     threadpool_limits(1)
 
 
@@ -110,9 +112,6 @@ def _context() -> tuple:
 def _pool(workers: int):
     """The kept pool of ``workers`` processes; replaced if the count or the context changes,
     or a worker died."""
-    import atexit
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     pool = _POOL["pool"]
     if pool is not None and (_POOL["workers"] != workers or _POOL["context"] != _context()
@@ -134,9 +133,7 @@ def run_jobs(jobs: Sequence[tuple[Callable, tuple]], desc: str, progress: bool =
     """``[fn(*args) for fn, args in jobs]``, computed by ``workers`` (default
     ``worker_count()``) processes, started in list order (put the longest first). The first
     failing job raises its error and cancels the jobs not yet started; so does an interrupt."""
-    from concurrent.futures import as_completed
 
-    from tqdm.auto import tqdm
 
     workers = min(worker_count() if workers is None else workers, len(jobs))
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)

@@ -22,6 +22,7 @@ FLOOR = {room: k for k, rooms in enumerate(FLOORS) for room in rooms}
 # imports allowed inside a function body: optional or GPU-only dependencies, with the reason
 LAZY_OK = {
     "mamba_ssm": "CUDA only: cannot be installed or imported on a CPU machine",
+    "mamba_ssm.ops": "CUDA only, as above",
     "mamba_ssm.ops.selective_scan_interface": "CUDA only, as above",
     "causal_conv1d": "CUDA only, as above",
 }
