@@ -246,7 +246,7 @@ def test_mixed_precision_is_a_checked_profile_field():
     assert profile("paper").mixed_precision == "bf16"
     assert profile("smoke").mixed_precision == profile("default").mixed_precision == "no"
     assert profile("default", mixed_precision="fp16").mixed_precision == "fp16"
-    with pytest.raises(ValueError, match="mixed_precision must be one of no, bf16, fp16, got 'float16'"):
+    with pytest.raises(ValueError, match="'mixed_precision' must be 'no' or 'bf16' or 'fp16', got 'float16'"):
         profile("default", mixed_precision="float16")
 
 

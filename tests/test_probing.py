@@ -215,7 +215,7 @@ def test_probe_layers_in_worker_processes_equal_the_sequential_loop(monkeypatch)
             pools.append(kw["mp_context"].get_start_method())
             super().__init__(*args, **kw)
 
-    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", SpyPool)
+    monkeypatch.setattr(workers_module, "ProcessPoolExecutor", SpyPool)
     monkeypatch.setattr(workers_module, "_POOL", {"pool": None, "workers": 0, "atexit": True, "context": None})
     runs = {}
     try:
