@@ -152,14 +152,15 @@ def _as_points(name: str, P, dim: int | None = None) -> np.ndarray:
 def hull_distance(A, B) -> float:
     """Euclidean distance between conv(A: r(a d)) and conv(B: r(b d)); a point x is B = [x].
 
-    dist(conv A, conv B) = min |z| over z in conv{a_i - b_j} (the Minkowski difference), by
-    column generation on ``_min_norm_point``: solve on a working set of pairs (first the START
-    nearest pairs; s is the nearest pair's distance), then price every pair at once, (a_i - b_j).z = a_i.z - b_j.z in O((a + b) d): z is optimal for all pairs iff
-    min_i a_i.z - max_j b_j.z >= |z| (|z| - GAP s), that minus |z|^2 over |z| being the duality
-    gap. Otherwise the next working set is the optimum's support and the BATCH pairs (r-th
-    lowest a_i.z, r-th highest b_j.z), r < BATCH, which include the most violated pair: the
-    optimum on it is strictly nearer, so no working set comes back and the loop ends (at worst
-    after trying every subset: exact)."""
+    dist(conv A, conv B) = min |z| over z in conv{a_i - b_j} (the Minkowski difference), found
+    by column generation on ``_min_norm_point``. Solve on a working set of pairs (first the
+    START nearest; s = the nearest pair's distance), then price all a b pairs at once in
+    O((a + b) d), as (a_i - b_j).z = a_i.z - b_j.z: the duality gap
+    |z| - (min_i a_i.z - max_j b_j.z) / |z| is 0 iff z is optimal over every pair, and |z| is
+    returned once the gap is at most GAP s. Otherwise the next working set is the optimum's
+    support plus BATCH pairs (r-th lowest a_i.z, r-th highest b_j.z), r < BATCH, the first
+    being the most violated: the optimum over it is strictly nearer, so no working set
+    repeats and the loop ends (at worst with every pair: exact)."""
     A = _as_points("A", A)
     B = _as_points("B", B, A.shape[1])
     d2 = (A ** 2).sum(1)[:, None] - 2 * A @ B.T + (B ** 2).sum(1)[None]
