@@ -55,10 +55,17 @@ def test_points_inside_another_hull_force_extra_clusters():
     assert res.n_clusters > 2                       # the ring cannot be one cluster
     for idx, label in zip(res.clusters, res.cluster_labels):  # every cluster is pure
         assert (y[idx] == label).all()
-    # every pair of clusters of different labels is separable
+    # every pair of clusters of different labels is separable, and their hulls are at least as
+    # far apart as the LP's plane shows: margin 2 t* / |w| on both sides
+    import importlib
+    dp = importlib.import_module("analysis.probing.directprobe")
+    dists = {(i, j): d for i, j, d in res.cluster_distances()}
     for (i, a), (j, b) in itertools.combinations(enumerate(res.clusters), 2):
         if res.cluster_labels[i] != res.cluster_labels[j]:
             assert separable(X[a], X[b])[0]
+            t, plane, _ = dp._max_margin(X[a], X[b])
+            assert dists[(i, j)] >= 2 * t / np.linalg.norm(plane[:-1]) - 1e-9 > 0
+    assert res.min_distances()[(0, 1)] == min(dists.values())
 
 
 def test_conflicting_duplicates_are_reported_not_looped_on():
