@@ -1,11 +1,13 @@
-"""DirectProbe on layouts with known answers, the LP against brute force, and probing layers
-in worker processes (identical rows to the sequential loop)."""
+"""DirectProbe on layouts with known answers, the LP and the hull distances against hand-worked
+cases and brute force, and probing layers in worker processes (identical rows to the sequential
+loop)."""
 import itertools
 
 import numpy as np
 import pytest
 
 from analysis.probing import control_labels, directprobe, linear_probe, separable
+from analysis.probing.directprobe import hull_distance
 
 
 def _blobs(centers, n=30, scale=0.3, seed=0):
@@ -53,10 +55,17 @@ def test_points_inside_another_hull_force_extra_clusters():
     assert res.n_clusters > 2                       # the ring cannot be one cluster
     for idx, label in zip(res.clusters, res.cluster_labels):  # every cluster is pure
         assert (y[idx] == label).all()
-    # every pair of clusters of different labels is separable
+    # every pair of clusters of different labels is separable, and their hulls are at least as
+    # far apart as the LP's plane shows: margin 2 t* / |w| on both sides
+    import importlib
+    dp = importlib.import_module("analysis.probing.directprobe")
+    dists = {(i, j): d for i, j, d in res.cluster_distances()}
     for (i, a), (j, b) in itertools.combinations(enumerate(res.clusters), 2):
         if res.cluster_labels[i] != res.cluster_labels[j]:
             assert separable(X[a], X[b])[0]
+            t, plane, _ = dp._max_margin(X[a], X[b])
+            assert dists[(i, j)] >= 2 * t / np.linalg.norm(plane[:-1]) - 1e-9 > 0
+    assert res.min_distances()[(0, 1)] == min(dists.values())
 
 
 def test_conflicting_duplicates_are_reported_not_looped_on():
@@ -173,6 +182,109 @@ def test_the_scaled_re_solve_maps_back_to_the_same_optimum(monkeypatch):
     assert t == pytest.approx(t_raw, rel=1e-6, abs=1e-9)
     w, b = plane[:-1], plane[-1]
     assert (P @ w + b).min() == pytest.approx(t, abs=1e-7) and (Q @ w + b).max() <= -t + 1e-7
+
+
+def test_a_point_inside_a_hull_is_at_distance_zero():
+    triangle = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    assert hull_distance(triangle, [[1.0, 1.0]]) == 0.0
+    assert hull_distance(triangle, [[2.0, 2.0]]) == 0.0         # on an edge
+    rng = np.random.default_rng(0)
+    V = rng.normal(size=(40, 6))
+    assert hull_distance(V, V.mean(0)[None]) == 0.0             # the centroid, in 6-d
+    assert hull_distance(V, V[7:8]) == 0.0                      # a vertex
+
+
+def test_distance_to_a_segment_and_a_triangle_by_hand():
+    segment = np.array([[0.0, 0.0], [2.0, 0.0]])
+    assert hull_distance(segment, [[1.0, 1.0]]) == pytest.approx(1.0, abs=1e-12)       # foot inside
+    assert hull_distance(segment, [[3.0, 1.0]]) == pytest.approx(np.sqrt(2), abs=1e-12)  # endpoint
+    triangle = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    # to the hypotenuse x + y = 4: |3 + 3 - 4| / sqrt(2)
+    assert hull_distance(triangle, [[3.0, 3.0]]) == pytest.approx(np.sqrt(2), abs=1e-12)
+    assert hull_distance(triangle, [[2.0, -3.0]]) == pytest.approx(3.0, abs=1e-12)      # edge y = 0
+    assert hull_distance(triangle, [[-1.0, -1.0]]) == pytest.approx(np.sqrt(2), abs=1e-12)  # vertex
+
+
+def test_hull_to_hull_distance_of_two_squares_in_any_rotation():
+    square = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    cases = [(square + [3.0, 0.5], 2.0),           # edges facing each other
+             (square + [2.0, 2.0], np.sqrt(2)),     # corner to corner
+             (square + [0.5, 0.5], 0.0)]            # overlapping
+    Q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(7, 7)))  # an isometry into 7-d
+    for other, want in cases:
+        assert hull_distance(square, other) == pytest.approx(want, abs=1e-12)
+        lifted = np.c_[square, np.zeros((4, 5))] @ Q.T + 3.0, np.c_[other, np.zeros((4, 5))] @ Q.T + 3.0
+        assert hull_distance(*lifted) == pytest.approx(want, abs=1e-9)
+
+
+def _segment_distance(p, a, b):
+    t = np.clip((p - a) @ (b - a) / max((b - a) @ (b - a), 1e-300), 0.0, 1.0)
+    return float(np.linalg.norm(p - a - t * (b - a)))
+
+
+def test_hull_distances_agree_with_brute_force_in_two_dimensions():
+    """Outside a convex polygon the nearest point lies on a segment between two vertices, and
+    two disjoint polygons are nearest at a vertex of one of them."""
+    from scipy.spatial import ConvexHull
+    rng = np.random.default_rng(4)
+    for trial in range(40):
+        V = rng.normal(size=(rng.integers(3, 9), 2))
+        W = rng.normal(rng.uniform(-4, 4, size=2), 1.0, size=(rng.integers(1, 6), 2))
+        eq = ConvexHull(V).equations
+        for p in W:
+            inside = (eq[:, :2] @ p + eq[:, 2] <= 1e-12).all()
+            want = 0.0 if inside else min(_segment_distance(p, a, b) for a, b in itertools.combinations(V, 2))
+            assert hull_distance(V, p[None]) == pytest.approx(want, abs=1e-9), (trial, p)
+        if not separable(V, W)[0]:
+            assert hull_distance(V, W) == 0.0
+            continue
+        want = min(min(hull_distance(V, w[None]) for w in W), min(hull_distance(W, v[None]) for v in V))
+        assert hull_distance(V, W) == pytest.approx(want, abs=1e-9), trial
+
+
+def test_column_generation_equals_the_qp_on_every_pair():
+    import importlib
+    dp = importlib.import_module("analysis.probing.directprobe")
+    rng = np.random.default_rng(5)
+    for trial in range(10):
+        A = rng.normal(size=(40, 30))
+        B = rng.normal(size=(35, 30)) + rng.normal(size=30) * rng.uniform(0.0, 0.5)
+        every = (A[:, None] - B[None]).reshape(-1, 30)   # all 1,400 differences in one QP
+        assert hull_distance(A, B) == pytest.approx(dp._min_norm_point(every)[0], rel=1e-9, abs=1e-12)
+
+
+def test_an_nnls_that_stops_short_is_an_error(monkeypatch):
+    import importlib
+    dp = importlib.import_module("analysis.probing.directprobe")
+    monkeypatch.setattr(dp, "nnls", lambda E, f, maxiter: (np.eye(E.shape[1])[0] * 0.5, 0.0))
+    segment = np.array([[0.0, 1.0], [10.0, 0.0]])  # the nearest vertex is not the nearest point
+    with pytest.raises(RuntimeError, match="short of its optimum"):
+        hull_distance(segment, [[0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"B must be a non-empty point array \[n, 2\]"):
+        hull_distance(segment, [[0.0, 0.0, 0.0]])
+
+
+def test_hull_prediction_differs_from_the_nearest_neighbour():
+    """Label 0 is a long segment at y = 1, label 1 a point at y = -1.5. The origin is 1 from
+    the segment but 1.5 from the point: the hull rule says 0, 1-NN (whose nearest training
+    point is the label-1 point; the label-0 points are ~10 away) says 1."""
+    X = np.array([[-10.0, 1.0], [10.0, 1.0], [0.0, -1.5]])
+    y = np.array([0, 0, 1])
+    res = directprobe(X, y)
+    assert res.n_clusters == 2
+    Xt, yt = np.array([[0.0, 0.0], [9.0, 1.5]]), np.array([0, 0])
+    assert res.predict(Xt).tolist() == [0, 0] and res.predict_nearest(Xt).tolist() == [1, 0]
+    assert res.accuracy(Xt, yt) == 1.0 and res.nn_accuracy(Xt, yt) == 0.5
+    np.testing.assert_allclose(res.hull_distances(Xt), [[1.0, 1.5], [0.5, np.hypot(9.0, 3.0)]], atol=1e-12)
+    ev = res.evaluate(Xt, yt)
+    assert ev.item.tolist() == [0, 1] and ev.correct.tolist() == [True, True]
+    assert ev.nn_correct.tolist() == [False, True] and ev.hull_distance.tolist() == pytest.approx([1.0, 0.5])
+    assert res.min_distances() == {(0, 1): pytest.approx(2.5)}   # segment to point, not point to point
+    assert res.cluster_distances() == [(0, 1, pytest.approx(2.5))]
+    with pytest.raises(ValueError, match=r"X_test must be a non-empty point array \[n, 2\]"):
+        res.predict(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="2 labels for 1 test points"):
+        res.evaluate(Xt[:1], yt)
 
 
 def _synthetic_probe_data(n_functions=14, n_tokens=10, n_layers=3, d=5, seed=0):

@@ -1,5 +1,7 @@
 """DirectProbe (Zhou & Srikumar, NAACL 2021), exact and free: clusters of a representation
-space whose convex hulls are pairwise linearly separable across labels.
+space whose convex hulls are pairwise linearly separable across labels; a test point gets the
+label of the cluster whose convex hull is nearest; labels are as far apart as their nearest
+hulls.
 
 The clustering (what the result is):
 
@@ -18,13 +20,28 @@ The clustering (what the result is):
    iff t* > tol (``separable``, SciPy's HiGHS).
 
 The number of clusters equals the number of labels exactly when the labels are linearly
-separable in that space. Prediction assigns a test point the label of the cluster holding
-its nearest training point (the nearest-cluster rule with the point-set distance, an upper
-bound of the distance to the hull). ``min_distances`` are the smallest distances between
-points of clusters of two labels (the same proxy). Deterministic: ties are broken by index.
+separable in that space. Deterministic: ties are broken by index.
 
-How it is computed fast without changing a single decision of the greedy definition
-(``_directprobe(..., shortcuts=False)`` keeps the plain greedy loop, without step a):
+Prediction and distances, as published (the authors' ``Analyzer.points2convex`` and
+``convex2convex``, there by a hard-margin SVM, whose margin is the hull distance):
+
+4. ``predict``: the label of the cluster C minimising dist(x, conv(C)), the Euclidean distance
+   from the test point to the cluster's convex hull (0 inside it; ties by cluster order, and a
+   tie at 0 is always within one label, as hulls of different labels are disjoint).
+   ``predict_nearest`` / ``nn_accuracy`` keep the label of the cluster holding the nearest
+   training point: plain 1-nearest-neighbour, the clusters play no part, a baseline.
+5. ``min_distances``: per pair of labels, the smallest dist(conv(C), conv(C')) over clusters C
+   of one and C' of the other (positive: the clustering keeps them separable).
+
+Both distances are the norm of the point nearest the origin in the convex hull of a finite
+set of difference vectors (x - c for a point and a hull; a - b over pairs for two hulls):
+
+    min_{lam >= 0, 1.lam = 1} |D^T lam|,
+
+a small quadratic programme solved exactly (``hull_distance``, docstring there).
+
+How the clustering is computed fast without changing a single decision of the greedy
+definition (``_directprobe(..., shortcuts=False)`` keeps the plain greedy loop, without a):
 
 a. Whole labels. t* only grows when P or Q shrink, so if all points of label l are
    separable from all points of label m, every merge within l is separable from every
@@ -33,8 +50,9 @@ a. Whole labels. t* only grows when P or Q shrink, so if all points of label l a
    accepted and the result is one cluster per label, returned at once (|labels|^2 / 2 LPs).
 b. Certificates before LPs. Any w with (min_P w.x - max_Q w.x) / (2 |w|_inf) > tol proves
    t* > tol. Tried first, batched with numpy: the planes kept from earlier decisions for A
-   and for B against the other cluster, and for every other cluster at once the centroid direction w = mean(A u B) - mean(C), which settles the
-   many small clusters of the early merges.
+   and for B against the other cluster, and for every other cluster at once the centroid
+   direction w = mean(A u B) - mean(C), which settles the many small clusters of the early
+   merges.
 c. Rejections are permanent: if conv(A u C) meets conv(D), every later cluster containing
    A u C meets the cluster containing D (clusters only grow, t* only shrinks), so a pair
    holding a rejected pair is rejected without a test.
@@ -53,19 +71,115 @@ import heapq
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
-from scipy.optimize import linprog
+import pandas as pd
+from scipy.optimize import linprog, nnls
 
 TOL = 1e-7
 STEP = 0.5
 # (method, iteration cap as a multiple of rows + columns, or None). On degenerate hidden
 # states (embedding differences, many near-duplicate points) the simplex can cycle for millions
-# of iterations before HiGHS gives up with an unknown status (seen: 50 s for one 113 x 130 LP);
-# a normal LP here needs a few hundred. So the dual simplex runs under a cap, the interior-point
-# solver (with crossover, so the duals stay a vertex's) takes what it leaves, and HiGHS's own
-# choice without a cap is the last resort.
+# of iterations before HiGHS gives up with an unknown status, where a normal LP here needs a
+# few hundred. So the dual simplex runs under a cap, the interior-point solver (with
+# crossover, so the duals stay a vertex's) takes what it leaves, and HiGHS's own choice
+# without a cap is the last resort.
 SOLVERS = (("highs-ds", 20), ("highs-ipm", None), ("highs", None))
+# Hull distances (``hull_distance``), in units of the nearest vertex's distance s (an upper
+# bound of the answer): below ROUND the hulls touch (round-off of an exact 0); a duality gap
+# above GAP means the solver did not reach the optimum (an error). The START nearest pairs
+# open the working set; BATCH pairs join per round.
+ROUND = 1e-9
+GAP = 1e-8
+START, BATCH = 32, 32
+
+
+def _min_norm_point(D: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The point z of conv(rows of D: r(k d)) nearest the origin, exactly: (|z|, z, its
+    weights lam: r(k)).
+
+    Homogenised non-negative least squares (Lawson & Hanson's route from least-distance
+    programming to NNLS): with the rows scaled by s = min_k |d_k| (so the scaled answer
+    delta = |z| / s <= 1) and S = D / s,
+
+        u* = argmin_{u >= 0} |S^T u|^2 + (1.u - 1)^2.
+
+    Writing u = t lam (lam in the simplex, t = 1.u), the objective is
+    t^2 |S^T lam|^2 + (t - 1)^2: minimised over lam by the nearest point (value delta^2), then
+    over t at t = 1 / (1 + delta^2) > 0. So lam = u* / 1.u* are exactly the nearest point's
+    weights; SciPy's ``nnls`` is Lawson-Hanson's active-set method, which ends after finitely
+    many steps at the exact optimum up to round-off. Checked, not trusted: z is optimal iff
+    every vertex lies beyond the plane through z normal to z, and min_k s_k.z / |z| is a lower
+    bound of delta, so a gap delta - min_k s_k.z / |z| above GAP raises. delta <= ROUND is 0."""
+    k, d = D.shape
+    nearest = int(np.argmin((D ** 2).sum(1)))
+    scale = float(np.sqrt((D[nearest] ** 2).sum()))
+    if scale == 0.0:                           # the origin is a vertex
+        return 0.0, np.zeros(d), np.eye(k)[nearest]
+    S = D / scale
+    E = np.vstack([S.T, np.ones(k)])
+    f = np.zeros(d + 1)
+    f[-1] = 1.0
+    try:
+        u, _ = nnls(E, f, maxiter=10 * k)
+    except RuntimeError as err:
+        raise RuntimeError(f"the hull-distance NNLS ({k} vertices, dimension {d}) stopped without "
+                           f"an optimum: {err}") from err
+    lam = u / u.sum()                          # u.sum() = 1 / (1 + delta^2) > 0
+    z = lam @ S
+    delta = float(np.sqrt(z @ z))
+    if delta <= ROUND:
+        return 0.0, np.zeros(d), lam
+    gap = delta - float((S @ z).min()) / delta
+    if gap > GAP:
+        raise RuntimeError(f"the hull-distance NNLS ({k} vertices, dimension {d}) ended {gap:.2e} "
+                           "(relative) short of its optimum")
+    return scale * delta, scale * z, lam
+
+
+def _as_points(name: str, P, dim: int | None = None) -> np.ndarray:
+    """P as finite float64 r(n d) with n >= 1 (and d == dim), or a clear error."""
+    P = np.asarray(P, dtype=np.float64)
+    if P.ndim != 2 or len(P) == 0 or (dim is not None and P.shape[1] != dim):
+        want = "[n, d]" if dim is None else f"[n, {dim}]"
+        raise ValueError(f"{name} must be a non-empty point array {want}; got shape {P.shape}")
+    if not np.isfinite(P).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return P
+
+
+def hull_distance(A, B) -> float:
+    """Euclidean distance between conv(A: r(a d)) and conv(B: r(b d)); a point x is B = [x].
+
+    dist(conv A, conv B) = min |z| over z in conv{a_i - b_j} (the Minkowski difference), found
+    by column generation on ``_min_norm_point``. Solve on a working set of pairs (first the
+    START nearest; s = the nearest pair's distance), then price all a b pairs at once in
+    O((a + b) d), as (a_i - b_j).z = a_i.z - b_j.z: the duality gap
+    |z| - (min_i a_i.z - max_j b_j.z) / |z| is 0 iff z is optimal over every pair, and |z| is
+    returned once the gap is at most GAP s. Otherwise the next working set is the optimum's
+    support plus BATCH pairs (r-th lowest a_i.z, r-th highest b_j.z), r < BATCH, the first
+    being the most violated: the optimum over it is strictly nearer, so no working set
+    repeats and the loop ends (at worst with every pair: exact)."""
+    A = _as_points("A", A)
+    B = _as_points("B", B, A.shape[1])
+    d2 = (A ** 2).sum(1)[:, None] - 2 * A @ B.T + (B ** 2).sum(1)[None]
+    ia, ib = np.unravel_index(np.argsort(d2, axis=None, kind="stable")[:START], d2.shape)
+    scale = float(np.sqrt(max(d2.min(), 0.0)))
+    while True:
+        dist, z, lam = _min_norm_point(A[ia] - B[ib])
+        if dist == 0.0:
+            return 0.0
+        ga, gb = A @ z, B @ z
+        ra, rb = np.argsort(ga, kind="stable")[:BATCH], np.argsort(-gb, kind="stable")[:BATCH]
+        if ga[ra[0]] - gb[rb[0]] >= dist * (dist - GAP * scale):
+            return dist
+        if ((ia == ra[0]) & (ib == rb[0])).any():  # violated only by round-off of the certificate
+            return dist
+        r = np.arange(max(len(ra), len(rb)))
+        pairs = np.unique(np.c_[np.concatenate([ia[lam > 0], ra[r % len(ra)]]),
+                                np.concatenate([ib[lam > 0], rb[r % len(rb)]])], axis=0)
+        ia, ib = pairs[:, 0], pairs[:, 1]
 
 
 def _margin_lp(P: np.ndarray, Q: np.ndarray, messages: list, t_cap: float = 1.0
@@ -95,8 +209,8 @@ def _max_margin(P: np.ndarray, Q: np.ndarray) -> tuple[float, np.ndarray, np.nda
     (P then Q) whose constraint has a nonzero dual value (the support of the optimum).
 
     The LP is always feasible and bounded, but HiGHS may still stop without an optimum
-    (iteration cap; an unknown status when t* is within rounding of 0, seen on 54 vs 77
-    fine-tuned hidden states in dimension 128). Then it is solved again on centred and scaled
+    (iteration cap; an unknown status when t* is within rounding of 0, as on the fine-tuned
+    hidden states of tests/fixtures/degenerate_margin_lp.npz). Then it is solved again on centred and scaled
     points x' = (x - c) / s (c the mean, s the largest |x - c|), which maps back exactly: a
     plane (w, b') with margin t' on x' is (w, s b' - w.c) with margin s t' on x (and the cap
     t <= 1 is t' <= 1 / s). As t* is then near the solvers' tolerance (1e-7, like TOL), the t
@@ -195,7 +309,9 @@ class _Separator:
 
 @dataclass
 class DirectProbeResult:
-    clusters: list[np.ndarray]           # indices into the training points, per cluster
+    """Clusters (indices into the training points X, y), their labels, and how they were found
+    (excluded ``conflicts``, LP count, fit time ``runtime_s``); scores test points (docstring, 4-5)."""
+    clusters: list[np.ndarray]
     cluster_labels: np.ndarray
     n_labels: int
     X: np.ndarray = field(repr=False)
@@ -208,15 +324,36 @@ class DirectProbeResult:
     def n_clusters(self) -> int:
         return len(self.clusters)
 
-    def predict(self, X_test: np.ndarray) -> np.ndarray:
-        """Label of the cluster holding each test point's nearest training point."""
-        X_test = np.asarray(X_test, dtype=np.float64)
+    @cached_property
+    def _hulls(self) -> list[np.ndarray]:
+        """The distinct training points of each cluster (its hull's candidate vertices)."""
+        return [np.unique(self.X[idx], axis=0) for idx in self.clusters]
+
+    def _test_points(self, X_test, y_test=None) -> np.ndarray:
+        X_test = _as_points("X_test", X_test, self.X.shape[1])
+        if y_test is not None and len(np.asarray(y_test)) != len(X_test):
+            raise ValueError(f"y_test has {len(np.asarray(y_test))} labels for {len(X_test)} test points")
+        return X_test
+
+    def hull_distances(self, X_test) -> np.ndarray:
+        """dist(x, conv(cluster c)) for every test point and cluster: r(N C)."""
+        X_test = self._test_points(X_test)
+        return np.array([[hull_distance(H, x[None]) for H in self._hulls] for x in X_test]).reshape(
+            len(X_test), self.n_clusters)
+
+    def predict(self, X_test) -> np.ndarray:
+        """Label of the cluster with the nearest convex hull, per test point: r(N)."""
+        return self.cluster_labels[np.argmin(self.hull_distances(X_test), axis=1)]
+
+    def predict_nearest(self, X_test) -> np.ndarray:
+        """Label of the cluster holding each test point's nearest training point (1-NN): r(N)."""
+        X_test = self._test_points(X_test)
         owner = np.empty(len(self.X), dtype=int)
         for c, idx in enumerate(self.clusters):
             owner[idx] = c
         keep = np.concatenate(self.clusters)
         pts = self.X[keep]
-        out = np.empty(len(X_test), dtype=self.y.dtype)
+        out = np.empty(len(X_test), dtype=self.cluster_labels.dtype)
         for s in range(0, len(X_test), 256):
             block = X_test[s:s + 256]
             d2 = (block ** 2).sum(1)[:, None] - 2 * block @ pts.T + (pts ** 2).sum(1)[None]
@@ -224,19 +361,43 @@ class DirectProbeResult:
         return out
 
     def accuracy(self, X_test, y_test) -> float:
+        """Share of test points whose nearest hull has their label (the published metric)."""
+        self._test_points(X_test, y_test)
         return float(np.mean(self.predict(X_test) == np.asarray(y_test)))
 
+    def nn_accuracy(self, X_test, y_test) -> float:
+        """Share of test points whose nearest training point has their label (1-NN baseline)."""
+        self._test_points(X_test, y_test)
+        return float(np.mean(self.predict_nearest(X_test) == np.asarray(y_test)))
+
+    def evaluate(self, X_test, y_test) -> pd.DataFrame:
+        """Per test point (``item`` = its row in X_test): label, hull prediction and whether it is
+        correct, the 1-NN prediction and whether it is correct, and the distance to the nearest
+        hull. One row per item, for paired bootstraps over test items."""
+        X_test = self._test_points(X_test, y_test)
+        dist = self.hull_distances(X_test)
+        best = np.argmin(dist, axis=1)
+        y_test = np.asarray(y_test)
+        hull, nearest = self.cluster_labels[best], self.predict_nearest(X_test)
+        return pd.DataFrame({"item": np.arange(len(X_test)), "label": y_test, "predicted": hull,
+                             "correct": hull == y_test, "nn_predicted": nearest, "nn_correct": nearest == y_test,
+                             "hull_distance": dist[np.arange(len(X_test)), best]})
+
+    def cluster_distances(self) -> list[tuple[int, int, float]]:
+        """(i, j, dist(conv(cluster i), conv(cluster j))) for every pair i < j of clusters of
+        different labels (the published ``convex2convex``)."""
+        return [(i, j, hull_distance(self._hulls[i], self._hulls[j]))
+                for i in range(self.n_clusters) for j in range(i + 1, self.n_clusters)
+                if self.cluster_labels[i] != self.cluster_labels[j]]
+
     def min_distances(self) -> dict[tuple, float]:
-        """Smallest point distance between clusters of each pair of labels."""
-        out = {}
-        labels = np.unique(self.cluster_labels)
-        for i, a in enumerate(labels):
-            for b in labels[i + 1:]:
-                Pa = self.X[np.concatenate([c for c, l in zip(self.clusters, self.cluster_labels) if l == a])]
-                Pb = self.X[np.concatenate([c for c, l in zip(self.clusters, self.cluster_labels) if l == b])]
-                d2 = (Pa ** 2).sum(1)[:, None] - 2 * Pa @ Pb.T + (Pb ** 2).sum(1)[None]
-                out[(a.item(), b.item())] = float(np.sqrt(max(d2.min(), 0.0)))
-        return out
+        """Per pair of labels (a, b), a < b: the smallest hull-to-hull distance between a
+        cluster of a and a cluster of b."""
+        out: dict[tuple, float] = {}
+        for i, j, dist in self.cluster_distances():
+            a, b = sorted((self.cluster_labels[i].item(), self.cluster_labels[j].item()))
+            out[(a, b)] = min(dist, out.get((a, b), np.inf))
+        return dict(sorted(out.items()))
 
 
 def _sq_dist(M: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -272,10 +433,161 @@ def _initial_clusters(X: np.ndarray, y: np.ndarray):
     return labels, conflicts, members, member_labels
 
 
+
+class _Greedy:
+    """The greedy merge loop (docstring, 2 and b-e) over the distinct points U: clusters by id,
+    0.. for the distinct points, then one new id per merge."""
+
+    def __init__(self, X: np.ndarray, U: np.ndarray, members: list, member_labels: list,
+                 present: list, label_sep: set, sep: _Separator):
+        self.X, self.U, self.sep = X, U, sep
+        self.present, self.label_sep = present, label_sep
+        self.clusters: dict[int, np.ndarray] = dict(enumerate(members))          # original indices
+        self.ids: dict[int, np.ndarray] = {c: np.array([c]) for c in self.clusters}  # distinct-point ids
+        self.label_of: dict[int, object] = dict(enumerate(member_labels))
+        self.centroid = {c: X[idx].mean(0) for c, idx in self.clusters.items()}
+        self.alive: dict[object, set[int]] = {l: set() for l in present}
+        for c, l in self.label_of.items():
+            self.alive[l].add(c)
+        # planes[a][c]: a plane with a on its positive side and c on its negative side
+        self.planes: dict[int, dict[int, _Plane]] = {c: {} for c in self.clusters}
+        self.rejected: set[tuple[int, int]] = set()
+        self.next_id = len(self.clusters)
+        self.heap = []
+        for l in present:
+            same = sorted(self.alive[l])
+            C = np.array([self.centroid[c] for c in same])
+            for i in range(len(same) - 1):
+                d2 = _sq_dist(C[i + 1:], C[i])
+                self.heap.extend(zip(d2.tolist(), [same[i]] * len(d2), same[i + 1:]))
+        heapq.heapify(self.heap)
+
+    def _kept_planes(self, a: int, b: int, M: np.ndarray, pend: list) -> tuple[dict, list]:
+        """(b) The planes kept for a or b against each pending cluster c that still separate
+        M = U[a u b] from c: ({c: plane}, the clusters left)."""
+        found, rest = {}, []
+        m_min: dict[int, float] = {}
+        for c in pend:
+            for src in (a, b):
+                pl = self.planes[src].get(c)
+                if pl is None:
+                    continue
+                if id(pl) not in m_min:
+                    m_min[id(pl)] = float((M @ pl.w).min())
+                if _certifies(pl.w, m_min[id(pl)], float((self.U[self.ids[c]] @ pl.w).max())):
+                    found[c] = pl
+                    break
+            else:
+                rest.append(c)
+        return found, rest
+
+    def _centroid_certified(self, M: np.ndarray, mu: np.ndarray, rest: list) -> list:
+        """(b) The clusters of ``rest`` that the centroid direction mu - mean(c) does not
+        certify, for all of them at once."""
+        W = mu - np.array([self.centroid[c] for c in rest])
+        sizes = [len(self.ids[c]) for c in rest]
+        Q = self.U[np.concatenate([self.ids[c] for c in rest])]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        q_max = np.maximum.reduceat(np.einsum("ij,ij->i", Q, np.repeat(W, sizes, axis=0)), starts)
+        ok = (M @ W.T).min(0) - q_max > 2 * self.sep.tol * np.abs(W).max(1)
+        return [c for c, o in zip(rest, ok) if not o]
+
+    def _lp_planes(self, a: int, b: int, im: np.ndarray, mu: np.ndarray, rest: list) -> dict | None:
+        """(e) One LP against all clusters of ``rest``, else one LP per cluster, nearest
+        first: {c: plane}, or None at the first cluster conv(a u b) meets."""
+        if len(rest) > 1:
+            plane = self.sep.plane(im, np.concatenate([self.ids[c] for c in rest]))
+            if plane is not None:
+                return {c: plane for c in rest}
+        found = {}
+        dist = _sq_dist(np.array([self.centroid[c] for c in rest]), mu)
+        for c in [rest[i] for i in np.argsort(dist, kind="stable")]:
+            kept = [pl for pl in (self.planes[a].get(c), self.planes[b].get(c)) if pl is not None]
+            plane = self.sep.plane(im, self.ids[c], kept[0].w if kept else None,
+                                   np.concatenate([pl.support for pl in kept]) if kept else None)
+            if plane is None:
+                return None
+            found[c] = plane
+        return found
+
+    def merge_planes(self, a: int, b: int) -> dict[int, _Plane] | None:
+        """Planes separating conv(a u b) from every other-label cluster, or None (rejected);
+        clusters certified by their centroid direction get no entry."""
+        l = self.label_of[a]
+        pend = sorted(c for m in self.present if m != l and (l, m) not in self.label_sep
+                      for c in self.alive[m])
+        if not pend:
+            return {}
+        im = np.concatenate([self.ids[a], self.ids[b]])
+        M = self.U[im]
+        found, rest = self._kept_planes(a, b, M, pend)
+        if not rest:
+            return found
+        mu = self.X[np.concatenate([self.clusters[a], self.clusters[b]])].mean(0)
+        rest = self._centroid_certified(M, mu, rest)
+        if not rest:
+            return found
+        more = self._lp_planes(a, b, im, mu, rest)
+        return None if more is None else {**found, **more}
+
+    def merge(self, a: int, b: int, found: dict[int, _Plane]) -> None:
+        """Replace a and b by their union with the planes ``found``; queue its same-label pairs,
+        or reject them at once if they hold a rejected pair (docstring, c)."""
+        new, l = self.next_id, self.label_of[a]
+        self.next_id += 1
+        self.clusters[new] = np.concatenate([self.clusters[a], self.clusters[b]])
+        self.ids[new] = np.concatenate([self.ids[a], self.ids[b]])
+        self.label_of[new] = l
+        self.centroid[new] = self.X[self.clusters[new]].mean(0)
+        self.alive[l] -= {a, b}
+        self.planes[new] = found
+        negated: dict[int, _Plane] = {}
+        for c, pl in found.items():
+            self.planes[c][new] = negated.setdefault(id(pl), -pl)
+        for c in (a, b):
+            for other in self.planes.pop(c):
+                self.planes[other].pop(c, None)
+            del self.ids[c]
+        same = sorted(self.alive[l])
+        if same:
+            d2 = _sq_dist(np.array([self.centroid[c] for c in same]), self.centroid[new]).tolist()
+            for c, dist in zip(same, d2):
+                if (min(a, c), max(a, c)) in self.rejected or (min(b, c), max(b, c)) in self.rejected:
+                    self.rejected.add((c, new))
+                else:
+                    heapq.heappush(self.heap, (dist, c, new))
+        self.alive[l].add(new)
+
+    def run(self) -> tuple[list[np.ndarray], list]:
+        """Merge until the queue is empty: (clusters as original indices, their labels)."""
+        while self.heap:
+            _, a, b = heapq.heappop(self.heap)
+            l = self.label_of[a]
+            if a not in self.alive[l] or b not in self.alive[l] or (a, b) in self.rejected:
+                continue
+            found = self.merge_planes(a, b)
+            if found is None:
+                self.rejected.add((a, b))
+            else:
+                self.merge(a, b, found)
+        final = [c for l in self.present for c in self.alive[l]]
+        return [self.clusters[c] for c in final], [self.label_of[c] for c in final]
+
+
 def directprobe(X_train, y_train) -> DirectProbeResult:
-    """Cluster (X_train [n, d], y_train [n]) into label-pure clusters with pairwise linearly
+    """Cluster (X_train: r(n d), y_train: r(n)) into label-pure clusters with pairwise linearly
     separable convex hulls across labels (see the module docstring)."""
     return _directprobe(X_train, y_train)
+
+
+def _separable_labels(sep: _Separator, ulab: np.ndarray, present: list) -> set[tuple]:
+    """(a) The ordered label pairs whose whole point sets are linearly separable."""
+    label_sep: set[tuple] = set()
+    for i, l in enumerate(present):
+        for m in present[i + 1:]:
+            if sep.plane(np.flatnonzero(ulab == l), np.flatnonzero(ulab == m)) is not None:
+                label_sep |= {(l, m), (m, l)}
+    return label_sep
 
 
 def _directprobe(X_train, y_train, *, shortcuts: bool = True) -> DirectProbeResult:
@@ -289,131 +601,13 @@ def _directprobe(X_train, y_train, *, shortcuts: bool = True) -> DirectProbeResu
     ulab = np.array(member_labels)
     present = [l for l in labels if (ulab == l).any()]
     sep = _Separator(U)
-
-    def result(final_clusters, final_labels):
-        order = np.argsort([c.min() for c in final_clusters], kind="stable")
-        return DirectProbeResult([np.sort(final_clusters[i]) for i in order],
-                                 np.array([final_labels[i] for i in order]), len(labels), X, y,
-                                 np.array(conflicts, dtype=int), sep.lp_calls, time.perf_counter() - t0)
-
-    # a. whole labels: a separable pair of labels never needs another check
-    label_sep: set[tuple] = set()
-    if shortcuts:
-        for i, l in enumerate(present):
-            for m in present[i + 1:]:
-                if sep.plane(np.flatnonzero(ulab == l), np.flatnonzero(ulab == m)) is not None:
-                    label_sep |= {(l, m), (m, l)}
-        if len(label_sep) == len(present) * (len(present) - 1):
-            return result([np.concatenate([idx for idx, ml in zip(members, member_labels) if ml == l])
-                           for l in present], present)
-
-    # the greedy loop; clusters by id, 0.. for the distinct points, then one id per merge
-    clusters: dict[int, np.ndarray] = dict(enumerate(members))     # original indices
-    ids: dict[int, np.ndarray] = {c: np.array([c]) for c in clusters}  # distinct-point ids
-    label_of: dict[int, object] = dict(enumerate(member_labels))
-    centroid: dict[int, np.ndarray] = {c: X[idx].mean(0) for c, idx in clusters.items()}
-    alive_by_label: dict[object, set[int]] = {l: set() for l in present}
-    for c, l in label_of.items():
-        alive_by_label[l].add(c)
-    # planes[a][c]: a plane with a on its positive side and c on its negative side
-    planes: dict[int, dict[int, _Plane]] = {c: {} for c in clusters}
-    rejected: set[tuple[int, int]] = set()
-    next_id = len(clusters)
-
-    heap = []
-    for l in present:
-        same = sorted(alive_by_label[l])
-        C = np.array([centroid[c] for c in same])
-        for i in range(len(same) - 1):
-            d2 = _sq_dist(C[i + 1:], C[i])
-            heap.extend(zip(d2.tolist(), [same[i]] * len(d2), same[i + 1:]))
-    heapq.heapify(heap)
-
-    def merge_planes(a: int, b: int) -> dict[int, _Plane] | None:
-        """Planes separating conv(a u b) from every other-label cluster, or None (rejected);
-        clusters certified by their centroid direction get no entry."""
-        l = label_of[a]
-        pend = sorted(c for m in present if m != l and (l, m) not in label_sep for c in alive_by_label[m])
-        if not pend:
-            return {}
-        im = np.concatenate([ids[a], ids[b]])
-        M = U[im]
-        found, rest = {}, []
-        # b. kept planes of a part against this cluster
-        m_min: dict[int, float] = {}
-        for c in pend:
-            for src in (a, b):
-                pl = planes[src].get(c)
-                if pl is None:
-                    continue
-                if id(pl) not in m_min:
-                    m_min[id(pl)] = float((M @ pl.w).min())
-                if _certifies(pl.w, m_min[id(pl)], float((U[ids[c]] @ pl.w).max())):
-                    found[c] = pl
-                    break
-            else:
-                rest.append(c)
-        if not rest:
-            return found
-        # b. the centroid direction, for all remaining clusters at once
-        mu = X[np.concatenate([clusters[a], clusters[b]])].mean(0)
-        W = mu - np.array([centroid[c] for c in rest])
-        sizes = [len(ids[c]) for c in rest]
-        Q = U[np.concatenate([ids[c] for c in rest])]
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        q_max = np.maximum.reduceat(np.einsum("ij,ij->i", Q, np.repeat(W, sizes, axis=0)), starts)
-        ok = (M @ W.T).min(0) - q_max > 2 * sep.tol * np.abs(W).max(1)
-        rest = [c for c, o in zip(rest, ok) if not o]
-        if not rest:
-            return found
-        # e. one LP against all remaining points, then cluster by cluster, nearest first
-        if len(rest) > 1:
-            plane = sep.plane(im, np.concatenate([ids[c] for c in rest]))
-            if plane is not None:
-                found.update({c: plane for c in rest})
-                return found
-        dist = _sq_dist(np.array([centroid[c] for c in rest]), mu)
-        for c in [rest[i] for i in np.argsort(dist, kind="stable")]:
-            kept = [pl for pl in (planes[a].get(c), planes[b].get(c)) if pl is not None]
-            plane = sep.plane(im, ids[c], kept[0].w if kept else None,
-                              np.concatenate([pl.support for pl in kept]) if kept else None)
-            if plane is None:
-                return None
-            found[c] = plane
-        return found
-
-    while heap:
-        _, a, b = heapq.heappop(heap)
-        l = label_of[a]
-        if a not in alive_by_label[l] or b not in alive_by_label[l] or (a, b) in rejected:
-            continue
-        found = merge_planes(a, b)
-        if found is None:
-            rejected.add((a, b))
-            continue
-        new, next_id = next_id, next_id + 1
-        clusters[new] = np.concatenate([clusters[a], clusters[b]])
-        ids[new] = np.concatenate([ids[a], ids[b]])
-        label_of[new] = l
-        centroid[new] = X[clusters[new]].mean(0)
-        alive_by_label[l] -= {a, b}
-        planes[new] = found
-        negated: dict[int, _Plane] = {}
-        for c, pl in found.items():
-            planes[c][new] = negated.setdefault(id(pl), -pl)
-        for c in (a, b):
-            for other in planes.pop(c):
-                planes[other].pop(c, None)
-            del ids[c]
-        # rejection is permanent (docstring, c): (a u b, c) is rejected if (a, c) or (b, c) was
-        same = sorted(alive_by_label[l])
-        if same:
-            d2 = _sq_dist(np.array([centroid[c] for c in same]), centroid[new]).tolist()
-            for c, dist in zip(same, d2):
-                if (min(a, c), max(a, c)) in rejected or (min(b, c), max(b, c)) in rejected:
-                    rejected.add((c, new))
-                else:
-                    heapq.heappush(heap, (dist, c, new))
-        alive_by_label[l].add(new)
-    final = [c for l in present for c in alive_by_label[l]]
-    return result([clusters[c] for c in final], [label_of[c] for c in final])
+    label_sep = _separable_labels(sep, ulab, present) if shortcuts else set()
+    if len(label_sep) == len(present) * (len(present) - 1):
+        final = [np.concatenate([idx for idx, ml in zip(members, member_labels) if ml == l]) for l in present]
+        final_labels = present
+    else:
+        final, final_labels = _Greedy(X, U, members, member_labels, present, label_sep, sep).run()
+    order = np.argsort([c.min() for c in final], kind="stable")
+    return DirectProbeResult([np.sort(final[i]) for i in order], np.array([final_labels[i] for i in order]),
+                             len(labels), X, y, np.array(conflicts, dtype=int), sep.lp_calls,
+                             time.perf_counter() - t0)

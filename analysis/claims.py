@@ -1,0 +1,614 @@
+"""Decision rules for the paper's claims C1-C5 and the pretraining gate: pure functions of tidy
+per-item results, each returning a ``Verdict`` (verdict, reason, numbers, intervals, rule text,
+the noise sampled, the gate), with no I/O.
+
+Why per item: a verdict must survive the noise of a finite test set. Every interval is a
+paired bootstrap over test items: the models are scored on the same items, so one draw of item
+ids per task is applied to every model, checkpoint and layer, and differences keep their
+pairing. Where training seeds are given, training runs are resampled too (a two-level
+bootstrap: runs, then items), and the verdict says which noise was sampled.
+
+Input formats (pandas DataFrames, one row per scored test item; ``item`` is a test item's id
+within its task, the same id for every model scored on it):
+
+- ``probing`` (C1, C2, gate): model, checkpoint ("pretrained", "random" or "finetuned:<task>"),
+  task (probing task), layer, item (test pair), correct (bool: DirectProbe's hull prediction
+  is the pair's label; ``DirectProbeResult.evaluate(...).correct``).
+- ``search`` (C4, C5): model, task ("search", "long_search"), item (query), reciprocal_rank
+  (1 / rank of the query's own function in the test pool); optional init (rows other than
+  "pretrained" are ignored) and, for C5, length ("full" or "truncated" to the pretraining
+  context).
+- ``zero_shot`` (gate): model, init ("pretrained" or "random"), task, item, reciprocal_rank of
+  the encoders before any fine-tuning.
+- ``types`` (C4): model, task ("types"), item (annotated token), correct; optional init.
+- ``spectra`` (C3): model, layer, direction, kernel (a kernel's or mode's index within its layer
+  and direction), centroid_before, centroid_after (spectral centroid in cycles per token,
+  pretrained and fine-tuned); optional task (fine-tuning task; changes are averaged over tasks).
+- ``mlm`` (gate): model, heldout_loss, unigram_loss (nats per masked token, held-out text).
+- Optional in each per-item frame: pretrain_seed and seed (the fine-tuning seed). Their
+  distinct values are training runs; each model's (and checkpoint's) runs are resampled as a
+  whole, the same draw for all its tasks, layers and items.
+
+Conventions of every rule:
+- Intervals: percentile intervals of ``n_boot`` seeded bootstrap replicates, two-sided 95%
+  (each side a one-sided test at 2.5%); Bonferroni-widened to 1 - 0.05 / m where a rule takes
+  the best of m comparisons or accepts any of m.
+- "reproduced" needs every interval the claim names on the claim's side of zero, of the floor
+  (C3), or, where the claim names a size (C4's +6 MRR points on search), above zero and
+  reaching the size. A rule that needs several intervals at once needs no correction: an
+  intersection-union test wrongly says "reproduced" only if a part whose null holds passes,
+  so its level is at most each part's.
+- "partly reproduced" is one interval at the 95% level, or any of m at 1 - 0.05 / m, so
+  noise alone rarely yields it either.
+- "inconclusive": pretraining did not take (the gate, C1-C4) or too few test items.
+- Calibration: tests/test_claims.py runs every rule on 200 null draws of 100 items per task;
+  percentile intervals of far fewer items (the minimum is ``MIN_ITEMS``) run a little narrow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .ledger import VERDICTS
+
+ALPHA = 0.05
+N_BOOT = 1000
+MIN_ITEMS = 30                    # test items per task for an interval to mean anything
+SEED_NAMES = {"pretrain_seed": "pretraining seeds", "seed": "fine-tuning seeds"}
+MLM_MARGIN = 1.0                  # nats per masked token under the unigram baseline
+REPRODUCED, PARTLY, NOT, INCONCLUSIVE = VERDICTS
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One claim's verdict with everything that decided it."""
+    claim: str
+    verdict: str                  # one of ledger.VERDICTS
+    reason: str                   # why, in one sentence with the deciding numbers
+    numbers: dict                 # name -> float (point estimates, counts)
+    intervals: dict               # name -> (low, high), the intervals the rule reads
+    rule: str
+    noise: str                    # which noise the intervals sample
+    gate: str                     # the pretraining gate's outcome for this claim's models
+
+    @property
+    def text(self) -> str:
+        return f"{self.verdict}: {self.reason} Noise sampled: {self.noise}. Gate: {self.gate}."
+
+    def record_fields(self) -> dict:
+        """Keyword arguments of ``ledger.record`` (numbers with the intervals, rule, verdict, note)."""
+        numbers = {**self.numbers, **{f"{k} (interval)": [lo, hi] for k, (lo, hi) in self.intervals.items()}}
+        return {"numbers": numbers, "rule": self.rule, "verdict": self.verdict,
+                "note": f"{self.reason} Noise sampled: {self.noise}. Gate: {self.gate}."}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Did pretraining take, per model (``pretraining_gate``)."""
+    passed: dict                  # model -> bool
+    numbers: dict
+    intervals: dict
+    rule: str
+    failures: dict                # model -> the failing numbers, in words
+
+    def outcome(self, models) -> tuple[bool, str]:
+        """(all ``models`` passed, the gate's sentence for them); a model the gate did not
+        assess is an error."""
+        missing = [m for m in models if m not in self.passed]
+        if missing:
+            raise ValueError(f"the pretraining gate has no result for {missing}; it assessed "
+                             f"{sorted(self.passed)}: pass their held-out MLM losses to pretraining_gate")
+        failed = [m for m in models if not self.passed[m]]
+        if failed:
+            return False, "failed (" + "; ".join(f"{m}: {self.failures[m]}" for m in failed) + ")"
+        return True, "passed (" + ", ".join(models) + ")"
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+def _counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """How often each of n items is drawn in each of n_boot resamples: r(B n), rows sum to n
+    (one n_boot x n index matrix, counted with one bincount)."""
+    draws = rng.integers(0, n, size=(n_boot, n), dtype=np.int64)
+    draws += n * np.arange(n_boot)[:, None]
+    return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def _require(df: pd.DataFrame, name: str, columns) -> pd.DataFrame:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame with columns {list(columns)}; got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}; expected {list(columns)} (see analysis.claims)")
+    if len(df) == 0:
+        raise ValueError(f"{name} has no rows")
+    return df
+
+
+def _factor(df: pd.DataFrame, cols: list, keys: bool = True, known: dict | None = None
+            ) -> tuple[np.ndarray, list | None]:
+    """Codes of the distinct rows of df[cols], in sorted order: (codes r(n), their keys as
+    tuples, or None without ``keys``). ``known``: columns already factorised (reused, filled)."""
+    known = {} if known is None else known
+    for c in cols:
+        if c not in known:
+            known[c] = pd.factorize(df[c], sort=True)
+    parts = [known[c] for c in cols]
+    sizes = [len(u) for _, u in parts]
+    flat = np.ravel_multi_index([c for c, _ in parts], sizes) if len(cols) > 1 else parts[0][0]
+    uniq, codes = np.unique(flat, return_inverse=True)
+    if not keys:
+        return codes.ravel(), None
+    names = [u.tolist() for _, u in parts]
+    at = np.unravel_index(uniq, sizes)
+    return codes.ravel(), [tuple(names[j][at[j][k]] for j in range(len(cols))) for k in range(len(uniq))]
+
+
+def _block(values: np.ndarray, s: np.ndarray, r: np.ndarray, i: np.ndarray, run_ids: np.ndarray,
+           items: np.ndarray, W: np.ndarray, counts: np.ndarray, label: str):
+    """One stratum's series of one group: (their codes, point estimates r(S), replicates r(S B)).
+    s, r, i: series, run and item codes of the block's rows; W: r(B R) run weights (None for
+    one run); counts: r(B N) item counts."""
+    keys = np.unique(s)
+    at = (np.searchsorted(keys, s), np.searchsorted(run_ids, r), np.searchsorted(items, i))
+    shape = (len(keys), len(run_ids), len(items))
+    seen = np.bincount(np.ravel_multi_index(at, shape), minlength=int(np.prod(shape)))
+    if (seen != 1).any():
+        what = "scores an item twice" if seen.max() > 1 else "lacks items or runs that other series have"
+        raise ValueError(f"{label} {what}; every model must be scored once on the same test items in every run")
+    V = np.empty(shape)
+    V[at] = values
+    mixed = V[:, 0] if len(run_ids) == 1 else np.einsum("br,srn->bsn", W, V)  # runs weighted
+    per_draw = mixed @ counts.T if mixed.ndim == 2 else np.einsum("bsn,bn->sb", mixed, counts)
+    return keys, V.mean((1, 2)), per_draw / len(items)
+
+
+def _bootstrap(df: pd.DataFrame, value: str, series: list, group: list, stratum: str,
+               n_boot: int, seed: int) -> tuple[dict, dict, dict]:
+    """Point estimates and bootstrap replicates of the mean of ``value`` per series.
+
+    Items are resampled within each stratum (column ``stratum``, one of ``series``) by one
+    draw shared by every series of the stratum: paired by item id. Training runs (distinct
+    values of the seed columns present) are resampled per ``group`` (columns of ``series``),
+    one draw for all the group's series, independently between groups. Replicate b of series s:
+    sum_n C[b, n] sum_r W[b, r] V[s, r, n] / N, with C the item counts and W the run weights.
+    Returns (point {series key: float}, replicates {key: r(B)}, {stratum: items})."""
+    rng = np.random.default_rng(seed)
+    runs = [c for c in SEED_NAMES if c in df.columns]
+    df = df.assign(**{c: df[c].fillna(-1) for c in runs})
+    known: dict = {}
+    s_code, s_keys = _factor(df, series, known=known)
+    g_code, g_keys = _factor(df, group, known=known)
+    r_code = _factor(df, runs, keys=False, known=known)[0] if runs else np.zeros(len(df), dtype=np.intp)
+    t_code, t_keys = _factor(df, [stratum], known=known)
+    i_code, _ = _factor(df, [stratum, "item"], keys=False, known=known)
+    values = df[value].to_numpy(dtype=np.float64)
+    order = np.lexsort((g_code, t_code))                 # rows by stratum, then group
+    block = (t_code * len(g_keys) + g_code)[order]
+    starts = np.flatnonzero(np.r_[True, block[1:] != block[:-1]])
+    weights = {}
+    for g in range(len(g_keys)):
+        run_ids = np.unique(r_code[g_code == g]) if runs else np.zeros(1, dtype=np.intp)
+        weights[g] = (run_ids, _counts(rng, len(run_ids), n_boot) / len(run_ids) if len(run_ids) > 1 else None)
+    point, reps, n_items, counts = {}, {}, {}, {}
+    for a, b in zip(starts, np.r_[starts[1:], len(order)]):
+        rows = order[a:b]
+        t, g = t_code[rows[0]], g_code[rows[0]]
+        if t not in counts:
+            items = np.unique(i_code[t_code == t])
+            counts[t] = (items, _counts(rng, len(items), n_boot))
+            n_items[t_keys[t][0]] = len(items)
+        label = f"{stratum} {t_keys[t][0]!r}, {'/'.join(map(str, g_keys[g]))}"
+        keys, est, rep = _block(values[rows], s_code[rows], r_code[rows], i_code[rows], weights[g][0],
+                                counts[t][0], weights[g][1], counts[t][1], label)
+        point.update(zip([s_keys[k] for k in keys], est.tolist()))
+        reps.update(zip([s_keys[k] for k in keys], rep))
+    return point, reps, n_items
+
+
+def _interval(rep: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
+    lo, hi = np.quantile(rep, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def _noise(df: pd.DataFrame, n_items: dict, n_boot: int, kinds, what: str = "test items",
+           per: str = "task") -> str:
+    """Which noise the intervals sample, in words."""
+    items = ", ".join(f"{s} {n}" for s, n in n_items.items())
+    parts = [f"{what} (paired bootstrap, {n_boot} draws; {what} per {per}: {items})"]
+    for col in kinds:
+        if col not in df.columns:
+            parts.append(f"{SEED_NAMES[col]}: not given (one run, not sampled)")
+            continue
+        n = df[col].dropna().nunique()
+        parts.append(f"{SEED_NAMES[col]}: {n} ({'resampled' if n > 1 else 'one, not sampled'})")
+    return "; ".join(parts)
+
+
+def _too_few(n_items: dict, min_items: int) -> str | None:
+    small = {s: n for s, n in n_items.items() if n < min_items}
+    if small:
+        return ("too little data: " + ", ".join(f"{s} has {n} test items" for s, n in small.items())
+                + f" (at least {min_items} per task are needed for a bootstrap interval).")
+    return None
+
+
+def _fmt(lo_hi) -> str:
+    return f"[{lo_hi[0]:+.3g}, {lo_hi[1]:+.3g}]"
+
+
+def _contrast(point: dict, reps: dict, pairs: list) -> tuple[float, np.ndarray]:
+    """Mean over (plus, minus) series pairs of point[plus] - point[minus], and the same
+    contrast of every bootstrap replicate: (estimate, r(B))."""
+    missing = sorted({k for pair in pairs for k in pair if k not in point}, key=str)
+    if missing:
+        raise ValueError(f"no results for {missing}: every compared model needs every cell (task, layer, ...)")
+    est = float(np.mean([point[a] - point[b] for a, b in pairs]))
+    return est, np.mean([reps[a] - reps[b] for a, b in pairs], axis=0)
+
+
+def _present(df: pd.DataFrame, column: str, values, what: str) -> None:
+    found = set(df[column].unique().tolist())
+    missing = [v for v in values if v not in found]
+    if missing:
+        raise ValueError(f"{what}: no rows with {column} {missing}; found {sorted(found, key=str)}")
+
+
+def _pretrained(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of models fine-tuned from pretrained weights (all rows without an init column)."""
+    return df[df["init"] == "pretrained"] if "init" in df.columns else df
+
+
+def _about(d: dict, models) -> dict:
+    """The entries of a gate's numbers or intervals that name one of ``models``."""
+    return {k: v for k, v in d.items() if any(k.startswith(f"{m} ") for m in models)}
+
+
+def _precheck(claim: str, gate: Gate | None, models, n_items: dict, min_items: int, rule: str,
+              noise: str) -> tuple[Verdict | None, str]:
+    """(an inconclusive Verdict if the gate fails or the data are too few, else None; the gate's
+    sentence)."""
+    ok, gate_text = (True, "not applicable (a claim about the architecture)") if gate is None \
+        else gate.outcome(models)
+    if not ok:
+        why = "; ".join(f"{m}: {gate.failures[m]}" for m in models if not gate.passed[m])
+        return Verdict(claim, INCONCLUSIVE, f"pretraining did not take at this profile: {why}.",
+                       _about(gate.numbers, models), _about(gate.intervals, models), rule, noise,
+                       gate_text), gate_text
+    few = _too_few(n_items, min_items)
+    if few:
+        return Verdict(claim, INCONCLUSIVE, few, {f"test items, {s}": n for s, n in n_items.items()}, {},
+                       rule, noise, gate_text), gate_text
+    return None, gate_text
+
+
+# ----------------------------------------------------------------------------- the gate
+
+PROBING = ("model", "checkpoint", "task", "layer", "item", "correct")
+SEARCH = ("model", "task", "item", "reciprocal_rank")
+ZERO_SHOT = ("model", "init", "task", "item", "reciprocal_rank")
+TYPES = ("model", "task", "item", "correct")
+SPECTRA = ("model", "layer", "direction", "kernel", "centroid_before", "centroid_after")
+MLM = ("model", "heldout_loss", "unigram_loss")
+
+
+def _twin_lift(df: pd.DataFrame, value: str, init: str, cells: list, n_boot: int, seed: int) -> dict:
+    """Per model: pretrained minus random-init mean of ``value`` averaged over ``cells``
+    (task, and layer where given), with its paired 95% bootstrap interval."""
+    df = df[df[init].isin(["pretrained", "random"])]
+    point, reps, _ = _bootstrap(df, value, ["model", init, *cells], ["model", init], "task", n_boot, seed)
+    out = {}
+    for m in sorted(set(df["model"])):
+        keys = sorted({k[2:] for k in point if k[0] == m})
+        est, rep = _contrast(point, reps, [((m, "pretrained", *c), (m, "random", *c)) for c in keys])
+        out[m] = (est, _interval(rep))
+    return out
+
+
+def pretraining_gate(mlm: pd.DataFrame, probing: pd.DataFrame | None = None,
+                     zero_shot: pd.DataFrame | None = None, *, margin: float = MLM_MARGIN,
+                     min_layer: int = 1, n_boot: int = N_BOOT, seed: int = 0) -> Gate:
+    """Did pretraining take, per model of ``mlm``: its held-out MLM loss is at least ``margin``
+    nats per masked token under the unigram baseline, AND the pretrained encoder is ahead of its
+    random-init twin on every twin comparison given (at least one): DirectProbe accuracy
+    (``probing`` checkpoints "pretrained" vs "random", mean over tasks and layers >=
+    ``min_layer``) and/or zero-shot search MRR (``zero_shot`` init "pretrained" vs "random"),
+    each with its paired 95% bootstrap interval above 0.
+
+    Why 1 nat: exp(unigram - held-out loss) is the geometric mean of the ratio between the
+    probabilities the model and the unigram distribution give the masked token; a margin of 1
+    nat asks the model to give it e ~ 2.7 times the unigram probability on average: a masked LM
+    that reads the context of code (identifiers repeat, syntax constrains) clears that by far,
+    while a fraction of a nat is within what token frequencies plus a little local context give.
+    The margin is a judgement; the gate reports the numbers so a reader can apply another."""
+    losses = _require(mlm, "mlm", MLM).groupby("model")[["heldout_loss", "unigram_loss"]].mean()
+    if probing is None and zero_shot is None:
+        raise ValueError("the gate compares each pretrained encoder with its random-init twin: pass probing "
+                         "(checkpoints 'pretrained' and 'random') and/or zero_shot (init 'pretrained' and 'random')")
+    lifts = {}
+    if probing is not None:
+        p = _require(probing, "probing", PROBING)
+        lifts["DirectProbe accuracy"] = _twin_lift(p[p.layer >= min_layer], "correct", "checkpoint",
+                                                   ["task", "layer"], n_boot, seed)
+    if zero_shot is not None:
+        lifts["zero-shot MRR"] = _twin_lift(_require(zero_shot, "zero_shot", ZERO_SHOT), "reciprocal_rank",
+                                            "init", ["task"], n_boot, seed)
+    numbers, intervals, passed, failures = {}, {}, {}, {}
+    for m, row in losses.iterrows():
+        gap = float(row.unigram_loss - row.heldout_loss)
+        numbers.update({f"{m} held-out MLM loss": float(row.heldout_loss),
+                        f"{m} unigram loss": float(row.unigram_loss), f"{m} MLM gain over unigram": gap})
+        why = [] if gap >= margin else [f"held-out MLM loss {row.heldout_loss:.3f} nats is {gap:.3f} under the "
+                                        f"unigram baseline {row.unigram_loss:.3f} ({margin:g} needed)"]
+        for name, lift in lifts.items():
+            if m not in lift:
+                raise ValueError(f"the {name} comparison has no pretrained and random rows for {m!r}")
+            est, ci = lift[m]
+            numbers[f"{m} {name} lift over random init"], intervals[f"{m} {name} lift over random init"] = est, ci
+            if ci[0] <= 0:
+                why.append(f"{name} lift over its random-init twin {est:+.3f}, interval {_fmt(ci)} not above 0")
+        passed[m], failures[m] = not why, "; ".join(why)
+    rule = (f"held-out MLM loss at least {margin:g} nats under the unigram baseline, and the pretrained encoder "
+            f"ahead of its random-init twin ({' and '.join(lifts)}: 95% paired bootstrap interval of the lift "
+            "above 0)")
+    return Gate(passed, numbers, intervals, rule, failures)
+
+
+# ----------------------------------------------------------------------------- the claims
+
+def c1_probing(probing: pd.DataFrame, gate: Gate, *, model: str = "codessm", baseline: str = "rocoder",
+               min_layer: int = 1, min_items: int = MIN_ITEMS, n_boot: int = N_BOOT, seed: int = 0) -> Verdict:
+    """C1: after pretraining, ``model`` probes better than ``baseline`` at every layer on every
+    probing task. Per cell (task, layer >= ``min_layer``; layer 0 is the token embeddings) the
+    accuracy gap model - baseline on the same test pairs (pretrained checkpoints).
+    Reproduced: every cell's 95% interval above 0 (all of them at once: no correction).
+    Partly: not every cell, but the mean gap over cells above 0. Otherwise not reproduced."""
+    rule = (f"DirectProbe test accuracy of {model} minus {baseline} (pretrained), per probing task and layer "
+            f">= {min_layer}, paired bootstrap over test pairs: every cell's 95% interval above 0: reproduced; "
+            "else the mean over cells above 0: partly; else not reproduced; pretraining gate failed or fewer "
+            f"than {min_items} test pairs per task: inconclusive")
+    df = _require(probing, "probing", PROBING)
+    df = df[(df.checkpoint == "pretrained") & df.model.isin([model, baseline]) & (df.layer >= min_layer)]
+    _present(df, "model", [model, baseline], f"probing (pretrained checkpoints, layers >= {min_layer})")
+    point, reps, n_items = _bootstrap(df, "correct", ["model", "task", "layer"], ["model"], "task", n_boot, seed)
+    noise = _noise(df, n_items, n_boot, ["pretrain_seed"])
+    early, gate_text = _precheck("C1", gate, [model, baseline], n_items, min_items, rule, noise)
+    if early:
+        return early
+    cells = sorted({k[1:] for k in point})
+    numbers, intervals, ahead = {}, {}, 0
+    for t, l in cells:
+        est, rep = _contrast(point, reps, [((model, t, l), (baseline, t, l))])
+        numbers[f"gap {t} layer {l}"], intervals[f"gap {t} layer {l}"] = est, _interval(rep)
+        ahead += intervals[f"gap {t} layer {l}"][0] > 0
+    est, rep = _contrast(point, reps, [((model, *c), (baseline, *c)) for c in cells])
+    numbers["mean gap"], intervals["mean gap"] = est, _interval(rep)
+    verdict = REPRODUCED if ahead == len(cells) else PARTLY if intervals["mean gap"][0] > 0 else NOT
+    reason = (f"{model} is ahead of {baseline} (interval above 0) in {ahead} of {len(cells)} task-layer cells; "
+              f"mean accuracy gap {est:+.3f}, interval {_fmt(intervals['mean gap'])}.")
+    return Verdict("C1", verdict, reason, numbers, intervals, rule, noise, gate_text)
+
+
+def _forgetting(point: dict, reps: dict, model: str, task: str, cells: list) -> tuple[float, np.ndarray]:
+    """Mean over probing cells of accuracy pretrained - after fine-tuning on ``task``."""
+    return _contrast(point, reps, [((model, "pretrained", *c), (model, f"finetuned:{task}", *c)) for c in cells])
+
+
+def c2_forgetting(probing: pd.DataFrame, gate: Gate, *, model: str = "codessm", control: str = "rocoder",
+                  task: str = "types", min_layer: int = 1, min_items: int = MIN_ITEMS, n_boot: int = N_BOOT,
+                  seed: int = 0) -> Verdict:
+    """C2: fine-tuning makes ``model`` forget, most of all on ``task`` (type inference).
+    Forgetting F(m, t) = mean over probing tasks and layers >= ``min_layer`` of DirectProbe
+    accuracy before - after fine-tuning m on t, on the same test pairs. Reproduced when all
+    three intervals are above 0: (a) F(model, task); (b) F(model, task) - F(model, t') for every
+    other fine-tuning task t'; (c) F(model, task) - F(control, task), the difference in
+    differences against the control the claim implies (RoCoder forgets too; the claim is about
+    CodeSSM). Partly: F(model, t) above 0 for some t (Bonferroni over the tasks), without the
+    rest. Otherwise not reproduced."""
+    rule = (f"forgetting F = DirectProbe accuracy before - after fine-tuning, mean over probing tasks and layers "
+            f">= {min_layer}, paired bootstrap over test pairs: F({model}, {task}) > 0, F({model}, {task}) > "
+            f"F({model}, other task) for each, and F({model}, {task}) > F({control}, {task}) (95% intervals above "
+            f"0): reproduced; else F({model}, some task) > 0 (Bonferroni over tasks): partly; else not reproduced; "
+            f"pretraining gate failed or fewer than {min_items} test pairs per probing task: inconclusive")
+    df = _require(probing, "probing", PROBING)
+    kept = [c for c in df.checkpoint.unique().tolist() if c == "pretrained" or str(c).startswith("finetuned:")]
+    df = df[df.model.isin([model, control]) & (df.layer >= min_layer) & df.checkpoint.isin(kept)]
+    _present(df, "checkpoint", ["pretrained", f"finetuned:{task}"], "probing")
+    _present(df, "model", [model, control], "probing")
+    tasks = sorted(c.split(":", 1)[1] for c in kept if c != "pretrained")
+    point, reps, n_items = _bootstrap(df, "correct", ["model", "checkpoint", "task", "layer"],
+                                      ["model", "checkpoint"], "task", n_boot, seed)
+    noise = _noise(df, n_items, n_boot, ["pretrain_seed", "seed"])
+    early, gate_text = _precheck("C2", gate, [model, control], n_items, min_items, rule, noise)
+    if early:
+        return early
+    cells = sorted({k[2:] for k in point})
+    forget = {(m, t): _forgetting(point, reps, m, t, cells) for m in (model, control) for t in tasks}
+    numbers = {f"F({m}, {t})": est for (m, t), (est, _) in forget.items()}
+    est, rep = forget[(model, task)]
+    parts = {f"F({model}, {task})": (est, rep),
+             **{f"F({model}, {task}) - F({model}, {t})": (est - forget[(model, t)][0], rep - forget[(model, t)][1])
+                for t in tasks if t != task},
+             f"F({model}, {task}) - F({control}, {task})": (est - forget[(control, task)][0],
+                                                           rep - forget[(control, task)][1])}
+    numbers.update({k: e for k, (e, _) in parts.items()})
+    intervals = {k: _interval(r) for k, (_, r) in parts.items()}
+    corrected = [_interval(forget[(model, t)][1], ALPHA / len(tasks)) for t in tasks]
+    full = all(lo > 0 for lo, _ in intervals.values())
+    verdict = REPRODUCED if full else PARTLY if any(lo > 0 for lo, _ in corrected) else NOT
+    reason = ", ".join(f"{k} {numbers[k]:+.3f} {_fmt(ci)}" for k, ci in intervals.items()) + "."
+    return Verdict("C2", verdict, reason, numbers, intervals, rule, noise, gate_text)
+
+
+NYQUIST = 0.5                     # cycles per token
+
+
+def spectral_floor(centroid_before) -> float:
+    """C3's effect-size floor for a change of spectral centroid (cycles per token):
+    max(0.2 x the spread (standard deviation) of the pretrained centroids across kernels,
+    1% of the band [0, 0.5]). A change counts only when it moves a kernel by a fifth of how
+    much kernels differ from each other to begin with (Cohen's "small" standardised effect),
+    and never below 0.005 cycles per token (at 0.05 cycles per token, a period of 20 tokens
+    becoming 18), which guards the case where all kernels start alike."""
+    spread = float(np.std(np.asarray(centroid_before, dtype=float)))
+    return max(0.2 * spread, 0.01 * NYQUIST)
+
+
+def _kernel_changes(df: pd.DataFrame, early_layers: int) -> pd.DataFrame:
+    """One row per kernel (and run): part ("early"/"late"), item (the kernel's code), change =
+    after - before, averaged over fine-tuning tasks where a ``task`` column gives several."""
+    runs = [c for c in SEED_NAMES if c in df.columns]
+    df = df.assign(change=df.centroid_after - df.centroid_before)
+    if "task" in df.columns:
+        df = df.groupby(["layer", "direction", "kernel", *runs], dropna=False, as_index=False).change.mean()
+    layer = df.layer.to_numpy()
+    early = np.isin(layer, np.unique(layer)[:early_layers])
+    return pd.DataFrame({"part": np.where(early, "early", "late"), "all_runs": 0,
+                         **{c: df[c].to_numpy() for c in runs},
+                         "item": _factor(df, ["layer", "direction", "kernel"], keys=False)[0],
+                         "change": df.change.to_numpy()})
+
+
+def c3_spectral_shift(spectra: pd.DataFrame, gate: Gate, *, model: str = "codessm",
+                      early_layers: int | None = None, floor: float | None = None, min_items: int = 10,
+                      n_boot: int = N_BOOT, seed: int = 0) -> Verdict:
+    """C3: fine-tuning shifts ``model``'s kernel spectra toward high frequencies, most in the
+    early layers. Per kernel (or mode) the change of spectral centroid after - before
+    (averaged over fine-tuning tasks); early = the first ``early_layers`` layers (default half,
+    at least one). Bootstrap over kernels within early and late. Reproduced: the 95% intervals
+    of the mean change over all kernels and of early minus late both lie above the floor
+    (``spectral_floor`` unless given). Partly: only the first. Otherwise not reproduced;
+    inconclusive if the gate fails or early or late has fewer than ``min_items`` kernels."""
+    df = _require(spectra, "spectra", SPECTRA)
+    df = df[df.model == model]
+    _present(df, "model", [model], "spectra")
+    n_layers = df.layer.nunique()
+    early_layers = early_layers or max(1, n_layers // 2)
+    if not 1 <= early_layers < n_layers:
+        raise ValueError(f"early_layers must be in 1..{n_layers - 1} for {n_layers} layers; got {early_layers}")
+    before = df.groupby(["layer", "direction", "kernel"]).centroid_before.mean()
+    floor = spectral_floor(before) if floor is None else float(floor)
+    rule = (f"change of spectral centroid (fine-tuned - pretrained, cycles/token) per kernel of {model}, bootstrap "
+            f"over kernels: the mean change and early (first {early_layers} layers) minus later layers both with "
+            f"95% intervals above the floor {floor:.3g} (max(0.2 SD of pretrained centroids, 1% of the band)): "
+            "reproduced; only the mean change: partly; else not reproduced; pretraining gate failed or fewer than "
+            f"{min_items} kernels early or late: inconclusive")
+    kernels = _kernel_changes(df, early_layers)
+    point, reps, n_items = _bootstrap(kernels, "change", ["part"], ["all_runs"], "part", n_boot, seed)
+    noise = _noise(kernels, n_items, n_boot, ["pretrain_seed", "seed"], what="kernels", per="part")
+    early, gate_text = _precheck("C3", gate, [model], {p: n_items.get(p, 0) for p in ("early", "late")},
+                                 min_items, rule, noise)
+    if early:
+        return early
+    w = n_items["early"] / (n_items["early"] + n_items["late"])
+    mean_rep = w * reps[("early",)] + (1 - w) * reps[("late",)]
+    numbers = {"mean change": w * point[("early",)] + (1 - w) * point[("late",)],
+               "early layers": point[("early",)], "later layers": point[("late",)],
+               "early - later": point[("early",)] - point[("late",)], "floor": floor}
+    intervals = {"mean change": _interval(mean_rep), "early - later": _interval(reps[("early",)] - reps[("late",)])}
+    shift = intervals["mean change"][0] > floor
+    verdict = REPRODUCED if shift and intervals["early - later"][0] > floor else PARTLY if shift else NOT
+    reason = (f"mean centroid change {numbers['mean change']:+.3g} {_fmt(intervals['mean change'])}, early minus "
+              f"later {numbers['early - later']:+.3g} {_fmt(intervals['early - later'])}, floor {floor:.3g} "
+              "cycles/token.")
+    return Verdict("C3", verdict, reason, numbers, intervals, rule, noise, gate_text)
+
+
+def _task_scores(search: pd.DataFrame, types: pd.DataFrame) -> pd.DataFrame:
+    """search (reciprocal_rank) and types (correct) rows of pretrained-start models, as one
+    frame (model, task, item, value, and the seed columns both have)."""
+    s = _pretrained(_require(search, "search", SEARCH))
+    t = _pretrained(_require(types, "types", TYPES))
+    shared = set(s.task.unique().tolist()) & set(t.task.unique().tolist())
+    if shared:
+        raise ValueError(f"search and types share task names {sorted(shared)}")
+    cols = ["model", "task", "item", *[c for c in SEED_NAMES if c in s.columns and c in t.columns]]
+    out = {c: np.concatenate([s[c].to_numpy(dtype=object), t[c].to_numpy(dtype=object)]) for c in cols}
+    out["value"] = np.concatenate([s.reciprocal_rank.to_numpy(dtype=float), t.correct.to_numpy(dtype=float)])
+    return pd.DataFrame(out)
+
+
+def c4_variants(search: pd.DataFrame, types: pd.DataFrame, gate: Gate, *, base: str = "codessm",
+                variants=("codessm-hf", "codessm-8kernel"), search_task: str = "search", size: float = 0.06,
+                min_items: int = MIN_ITEMS, n_boot: int = N_BOOT, seed: int = 0) -> Verdict:
+    """C4: the variants improve on ``base``: up to +6 MRR points on code search, and gains on
+    the other tasks. Per task, the gain of each variant over base on the same test items (MRR
+    for retrieval, accuracy for type inference) and the best variant's (largest estimate).
+    As the best of |variants| is taken on each of |tasks| tasks, every interval is Bonferroni-
+    widened to 1 - 0.05 / (|variants| x |tasks|). Reproduced: the best gain's interval on
+    ``search_task`` is above 0 and reaches ``size`` (0.06 = 6 MRR points: the data show a gain
+    and do not rule out the claimed size; a clear +1 point does not reproduce "+6"), and on
+    every other task above 0. Partly: some task's best gain above 0. Otherwise not reproduced."""
+    df = _task_scores(search, types)
+    df = df[df.model.isin([base, *variants])]
+    _present(df, "model", [base, *variants], "search and types")
+    tasks = sorted(set(df.task))
+    if search_task not in tasks:
+        raise ValueError(f"no {search_task!r} rows in search; tasks: {tasks}")
+    alpha = ALPHA / (len(variants) * len(tasks))
+    rule = (f"per task the best variant's score minus {base}'s (MRR or accuracy), paired bootstrap over test "
+            f"items, {100 * (1 - alpha):.2f}% intervals (Bonferroni over {len(variants)} variants x {len(tasks)} "
+            f"tasks): on {search_task} above 0 and reaching +{size:g}, on every other task above 0: reproduced; "
+            "some task above 0: partly; else not reproduced; pretraining gate failed or fewer than "
+            f"{min_items} test items per task: inconclusive")
+    point, reps, n_items = _bootstrap(df, "value", ["model", "task"], ["model"], "task", n_boot, seed)
+    noise = _noise(df, n_items, n_boot, ["pretrain_seed", "seed"])
+    early, gate_text = _precheck("C4", gate, [base, *variants], n_items, min_items, rule, noise)
+    if early:
+        return early
+    numbers, intervals, best = {}, {}, {}
+    for t in tasks:
+        gains = {v: _contrast(point, reps, [((v, t), (base, t))]) for v in variants}
+        numbers.update({f"{v} gain on {t}": est for v, (est, _) in gains.items()})
+        v = max(variants, key=lambda v: gains[v][0])
+        best[t] = (f"best gain on {t} ({v})", _interval(gains[v][1], alpha))
+        numbers[best[t][0]], intervals[best[t][0]] = gains[v][0], best[t][1]
+    lo, hi = best[search_task][1]
+    full = lo > 0 and hi >= size and all(ci[0] > 0 for t, (_, ci) in best.items() if t != search_task)
+    verdict = REPRODUCED if full else PARTLY if any(ci[0] > 0 for _, ci in best.values()) else NOT
+    reason = ("best variant's gain per task: "
+              + ", ".join(f"{t} {numbers[k]:+.3f} {_fmt(ci)}" for t, (k, ci) in best.items())
+              + f" (the claim: up to +{size:g} on {search_task}).")
+    return Verdict("C4", verdict, reason, numbers, intervals, rule, noise, gate_text)
+
+
+def c5_extrapolation(search: pd.DataFrame, *, ssms=("codessm",), control: str = "rocoder",
+                     task: str = "long_search", min_items: int = MIN_ITEMS, n_boot: int = N_BOOT,
+                     seed: int = 0) -> Verdict:
+    """C5: SSMs read past the pretraining context; a Transformer with rotary positions trained
+    to that context gains less. Per query of ``task``, gain = reciprocal rank with the function
+    at full length - truncated to the pretraining context (``length`` column). Reproduced:
+    for every model of ``ssms`` the 95% intervals of its mean gain and of its gain minus
+    ``control``'s (difference in differences, same queries) are above 0. Partly: any of those
+    intervals above 0, Bonferroni-widened over the 2 |ssms| of them. Otherwise not reproduced.
+    No pretraining gate: the claim is about the architecture, tested after fine-tuning."""
+    df = _pretrained(_require(search, "search", (*SEARCH, "length")))
+    df = df[(df.task == task) & df.model.isin([*ssms, control])]
+    _present(df, "model", [*ssms, control], f"search ({task})")
+    _present(df, "length", ["full", "truncated"], f"search ({task})")
+    rule = (f"reciprocal rank of each {task} query, functions at full length minus truncated to the pretraining "
+            f"context, paired bootstrap over queries: for {', '.join(ssms)} the mean gain and the gain minus "
+            f"{control}'s both with 95% intervals above 0: reproduced; any of them above 0 (Bonferroni over "
+            f"{2 * len(ssms)}): partly; else not reproduced; fewer than {min_items} queries: inconclusive")
+    point, reps, n_items = _bootstrap(df, "reciprocal_rank", ["model", "length", "task"], ["model"], "task",
+                                      n_boot, seed)
+    noise = _noise(df, n_items, n_boot, ["pretrain_seed", "seed"])
+    early, gate_text = _precheck("C5", None, ssms, n_items, min_items, rule, noise)
+    if early:
+        return early
+    gain = {m: _contrast(point, reps, [((m, "full", task), (m, "truncated", task))]) for m in [*ssms, control]}
+    numbers = {f"{m} gain from full length": gain[m][0] for m in gain}
+    intervals, reps_c = {}, {}
+    for m in ssms:
+        reps_c[f"{m} gain from full length"] = gain[m][1]
+        reps_c[f"{m} gain minus {control}'s"] = gain[m][1] - gain[control][1]
+        numbers[f"{m} gain minus {control}'s"] = gain[m][0] - gain[control][0]
+    intervals = {k: _interval(r) for k, r in reps_c.items()}
+    corrected = [_interval(r, ALPHA / len(reps_c)) for r in reps_c.values()]
+    verdict = (REPRODUCED if all(lo > 0 for lo, _ in intervals.values())
+               else PARTLY if any(lo > 0 for lo, _ in corrected) else NOT)
+    reason = ", ".join(f"{k} {numbers[k]:+.3f} {_fmt(ci)}" for k, ci in intervals.items()) + \
+        f" ({control}'s own gain {gain[control][0]:+.3f})."
+    return Verdict("C5", verdict, reason, numbers, intervals, rule, noise, gate_text)
