@@ -333,13 +333,16 @@ def test_probe_layers_in_worker_processes_equal_the_sequential_loop(monkeypatch)
     try:
         for workers in ("1", "2", "2again"):
             monkeypatch.setenv("ANALYSIS_WORKERS", workers[0])
-            df = pd.DataFrame(ex._probe_layers(data, states, [0, 1, 2], cfg, progress=False))
+            rows, items = ex._probe_layers(data, states, [0, 1, 2], cfg, progress=False)
+            df = pd.DataFrame(rows)
             runs[workers] = df[df["metric"] != "seconds"].reset_index(drop=True)
+            runs[workers + " items"] = items
         assert pools == ["spawn"]  # one pool, started by the first 2-worker run and kept
         assert runs["1"]["layer"].tolist() == sorted(runs["1"]["layer"].tolist())
-        assert len(runs["1"]) == 3 * 10 and runs["1"]["value"].notna().all()
+        assert len(runs["1"]) == 3 * 11 and runs["1"]["value"].notna().all()
         assert runs["2"].equals(runs["1"]) and runs["2again"].equals(runs["1"])
-        one = ex._probe_layers(data, [s[:1] for s in states], [0], cfg, progress=False)
+        assert runs["2 items"].equals(runs["1 items"]) and len(runs["1 items"]) == 3 * len(data.split("test"))
+        one, _ = ex._probe_layers(data, [s[:1] for s in states], [0], cfg, progress=False)
         assert [r for r in one if r["metric"] != "seconds"] == runs["1"][runs["1"]["layer"] == 0].to_dict("records")
     finally:
         if workers_module._POOL["pool"] is not None:

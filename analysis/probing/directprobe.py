@@ -88,10 +88,12 @@ STEP = 0.5
 SOLVERS = (("highs-ds", 20), ("highs-ipm", None), ("highs", None))
 # Hull distances (``hull_distance``), in units of the nearest vertex's distance s (an upper
 # bound of the answer): below ROUND the hulls touch (round-off of an exact 0); a duality gap
-# above GAP means the solver did not reach the optimum (an error). The START nearest pairs
-# open the working set; BATCH pairs join per round.
+# above GAP means the solver did not reach the optimum (an error). GAP allows the round-off of
+# Lawson-Hanson on real hidden states (relative gaps of 1e-8 were seen on a default-profile
+# probe): a distance exact to 1e-6 of itself picks the same nearest hull. The START nearest
+# pairs open the working set; BATCH pairs join per round.
 ROUND = 1e-9
-GAP = 1e-8
+GAP = 1e-6
 START, BATCH = 32, 32
 
 

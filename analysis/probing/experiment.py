@@ -7,8 +7,9 @@ layer, layer 0 = embeddings) -> pair features (``pair_features``: h_i - h_j for 
 
 - DirectProbe on at most ``cfg.probe_max_train_points`` training pairs (a class-balanced
   seeded subsample): number of clusters (= number of labels iff the labels are linearly
-  separable there), nearest-cluster accuracy on the test pairs, mean over label pairs of the
-  smallest distance between their clusters, run time;
+  separable there), accuracy on the test pairs by the nearest cluster hull (as published) and
+  by the nearest training point (1-NN, a baseline), per test pair too (``run_items``), the
+  mean over label pairs of the smallest hull-to-hull distance between their clusters, run time;
 - a logistic-regression probe on all training pairs: test accuracy, and the accuracy of the
   same probe on the control task (labels drawn per token-text pair), selectivity = their
   difference.
@@ -40,7 +41,7 @@ from .features import pair_features
 from .linear import control_labels, linear_probe
 from .representations import hidden_states
 
-RESULT_VERSION = "2"  # 2: last layer read after the final norm
+RESULT_VERSION = "3"  # 2: last layer after the final norm; 3: DirectProbe by nearest hull, per-pair items
 PROBE_FIELDS = ("seed", "probe_functions_distance", "probe_functions_siblings", "probe_functions_dfg",
                 "probe_pairs_per_class", "probe_max_tokens", "probe_test_fraction",
                 "probe_max_train_points")
@@ -61,20 +62,23 @@ def _balanced_subsample(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([pools[k][:n] for k, n in take.items()]))
 
 
-def _directprobe_metrics(X_sub, y_sub, X_test, y_test) -> dict:
-    """DirectProbe on the subsampled training pairs, scored on the test pairs. Module-level,
-    so that worker processes can run it."""
+def _directprobe_metrics(X_sub, y_sub, X_test, y_test) -> tuple[dict, pd.DataFrame]:
+    """DirectProbe on the subsampled training pairs, scored on the test pairs: its metrics and
+    its per-test-pair results (``DirectProbeResult.evaluate``). Module-level, so that worker
+    processes can run it."""
     with warnings.catch_warnings():  # duplicates are counted in the "conflicts" metric
         warnings.simplefilter("ignore")
         dp = directprobe(X_sub, y_sub)
     dists = list(dp.min_distances().values())
-    return {("directprobe", "accuracy"): dp.accuracy(X_test, y_test),
+    items = dp.evaluate(X_test, y_test)
+    return {("directprobe", "accuracy"): float(items["correct"].mean()),
+            ("directprobe", "nn_accuracy"): float(items["nn_correct"].mean()),
             ("directprobe", "n_clusters"): dp.n_clusters,
             ("directprobe", "n_labels"): dp.n_labels,
             ("directprobe", "min_distance"): float(np.mean(dists)) if dists else float("nan"),
             ("directprobe", "conflicts"): len(dp.conflicts),
             ("directprobe", "train_points"): len(y_sub),
-            ("directprobe", "seconds"): dp.runtime_s}
+            ("directprobe", "seconds"): dp.runtime_s}, items[["item", "correct", "nn_correct"]]
 
 
 def _linear_metrics(X_train, y_train, X_test, y_test, c_train, c_test, seed) -> dict:
@@ -87,8 +91,9 @@ def _linear_metrics(X_train, y_train, X_test, y_test, c_train, c_test, seed) -> 
             ("linear", "selectivity"): lin["accuracy"] - ctl["accuracy"]}
 
 
-def _probe_layers(data, states, layers, cfg, progress: bool) -> list[dict]:
-    """Rows of every layer, in ``layers`` order. Pair features are built here (they need
+def _probe_layers(data, states, layers, cfg, progress: bool) -> tuple[list[dict], pd.DataFrame]:
+    """Rows of every layer, in ``layers`` order, and DirectProbe's per-test-pair results
+    (layer, item, correct, nn_correct; ``item`` = the pair's row in the test split). Pair features are built here (they need
     ``states``); each layer's DirectProbe and its linear probes are separate jobs, run in the
     worker processes of ``analysis.workers``, DirectProbe jobs first and layer 0 (the slowest:
     degenerate embedding differences) first of all."""
@@ -108,15 +113,15 @@ def _probe_layers(data, states, layers, cfg, progress: bool) -> list[dict]:
            [(_linear_metrics, (X, y_train, Xt, y_test, c_train, c_test, cfg.seed)) for X, Xt in features]
     results = run_jobs(jobs, f"probing {data.task}", progress)
     n = len(layers)
-    return [{"layer": layer, "probe": p, "metric": m, "value": float(v)}
-            for k, layer in enumerate(layers) for (p, m), v in {**results[k], **results[n + k]}.items()]
+    rows = [{"layer": layer, "probe": p, "metric": m, "value": float(v)}
+            for k, layer in enumerate(layers) for (p, m), v in {**results[k][0], **results[n + k]}.items()]
+    items = pd.concat([results[k][1].assign(layer=layer) for k, layer in enumerate(layers)], ignore_index=True)
+    return rows, items[["layer", "item", "correct", "nn_correct"]]
 
 
-def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
-        progress: bool = True) -> pd.DataFrame:
-    """Probe every layer (or ``layers``) of ``model`` at ``checkpoint`` on ``task``
-    ("distance", "siblings", "dfg"). Returns rows (model, checkpoint, task, layer, probe,
-    metric, value); cached."""
+def _probe_artifact(model: str, task: str, cfg, checkpoint: str, layers, progress: bool) -> Path:
+    """The cached directory of one probe run: ``results.csv`` (metrics per layer) and
+    ``items.csv`` (DirectProbe per test pair and layer)."""
     if task not in TASKS:
         raise ValueError(f"unknown probe task {task!r}; tasks: {', '.join(TASKS)}")
     encoder = checkpoints.resolve(model, cfg, checkpoint)
@@ -132,15 +137,48 @@ def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
         data = probe_dataset(cfg, task)
         net, tokenizer = encoder.load()
         states = hidden_states(net, tokenizer, data.functions, layers=layers, progress=progress)
-        rows = _probe_layers(data, states, layers, cfg, progress)
+        rows, items = _probe_layers(data, states, layers, cfg, progress)
         pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+        items.to_csv(out / "items.csv", index=False)
         (out / "meta.json").write_text(json.dumps(key, default=str))
 
-    df = cached("probe-results", key, build, lambda p: pd.read_csv(p / "results.csv"), RESULT_VERSION)
+    def load(path: Path) -> Path:
+        pd.read_csv(path / "results.csv"), pd.read_csv(path / "items.csv")  # a damaged table is rebuilt
+        return path
+
+    return cached("probe-results", key, build, load, RESULT_VERSION)
+
+
+def _labelled(df: pd.DataFrame, model: str, task: str, checkpoint: str) -> pd.DataFrame:
     df.insert(0, "task", task)
     df.insert(0, "checkpoint", checkpoint if not Path(checkpoint).is_dir() else Path(checkpoint).name)
     df.insert(0, "model", model)
-    return df[COLUMNS]
+    return df
+
+
+def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
+        progress: bool = True) -> pd.DataFrame:
+    """Probe every layer (or ``layers``) of ``model`` at ``checkpoint`` on ``task``
+    ("distance", "siblings", "dfg"). Returns rows (model, checkpoint, task, layer, probe,
+    metric, value); cached."""
+    path = _probe_artifact(model, task, cfg, checkpoint, layers, progress)
+    return _labelled(pd.read_csv(path / "results.csv"), model, task, checkpoint)[COLUMNS]
+
+
+def run_items(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
+              progress: bool = True) -> pd.DataFrame:
+    """DirectProbe's result per test pair of ``run``: model, checkpoint, task, layer, item,
+    correct (the nearest-hull prediction is the pair's label), nn_correct (1-nearest-neighbour);
+    the same items for every model, so models compare pair by pair (``analysis.claims``)."""
+    path = _probe_artifact(model, task, cfg, checkpoint, layers, progress)
+    return _labelled(pd.read_csv(path / "items.csv"), model, task, checkpoint)
+
+
+def items_many(models_: list[str], tasks: list[str], cfg, checkpoints=("pretrained", "random"),
+               progress: bool = True) -> pd.DataFrame:
+    """``run_items`` over every model x checkpoint x task, concatenated."""
+    frames = [run_items(m, t, cfg, c, progress=progress) for m in models_ for c in checkpoints for t in tasks]
+    return pd.concat(frames, ignore_index=True)
 
 
 def run_many(models_: list[str], tasks: list[str], cfg, checkpoints=("pretrained", "random"),
