@@ -49,11 +49,17 @@ def test_finetuned_checkpoint_reloads_with_identical_outputs(task):
     moved = [not torch.equal(p, q) for p, q in zip(start.state_dict().values(), again.state_dict().values())]
     assert any(moved)
     scores = evaluate("codessm", task, cfg, from_pretrained=False)
+    from analysis.evaluation import item_scores
+    items = item_scores(["codessm"], [task], cfg, seeds=1)
+    items = items[items.init == "random"]
     if task == "search":
         assert 0 < scores["mrr"] <= 1 and scores["pool"] >= 2
         assert scores["mrr_distractors"] >= scores["mrr"] - 1e-12  # fewer candidates, never worse
+        # the per-query reciprocal ranks are the summary's, one per query of the pool
+        assert len(items) == scores["pool"] and items["reciprocal_rank"].mean() == pytest.approx(scores["mrr"])
     else:
         assert 0 <= scores["accuracy"] <= 1 and scores["tokens"] > 0
+        assert len(items) == scores["tokens"] and items["correct"].mean() == pytest.approx(scores["accuracy"])
 
 
 def test_each_seed_is_its_own_run():

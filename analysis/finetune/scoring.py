@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+import pandas as pd
+
 from ..data import finetune_dataset, type_label_names
-from .metrics import classification_scores, mean_pairwise_cosine, mrr, mrr_with_distractors
+from .metrics import classification_scores, mean_pairwise_cosine, mrr, mrr_with_distractors, ranks
 from .tasks import embed, type_predictions
 
 
@@ -27,8 +30,11 @@ def _test_split(cfg, task: str) -> list[dict]:
     return test
 
 
-def score(net, tokenizer, head, task: str, cfg) -> dict:
-    """Test-split scores of ``net`` (with its type ``head`` for ``types``) on ``task``."""
+def score(net, tokenizer, head, task: str, cfg) -> tuple[dict, pd.DataFrame]:
+    """Test-split scores of ``net`` (with its type ``head`` for ``types``) on ``task``, and the
+    same per test item (``item`` = its index in the test split, the same for every model):
+    ``reciprocal_rank`` per query for search (with ``length`` "full" or "truncated" for
+    long_search), ``correct`` per annotated token for types."""
     test = _test_split(cfg, task)
     t0 = time.perf_counter()
     if task == "types":
@@ -38,28 +44,32 @@ def score(net, tokenizer, head, task: str, cfg) -> dict:
         gold, pred = type_predictions(net, head, tokenizer, test, max_length=cfg.max_length)
         out = classification_scores(gold, pred, len(type_label_names(cfg)))
         out["tokens"] = int(len(gold))
+        items = pd.DataFrame({"item": np.arange(len(gold)), "correct": np.asarray(gold) == np.asarray(pred)})
     else:
         queries = embed(net, tokenizer, [e["query"] for e in test], cfg.max_length)
         lengths = {"mrr": None} if task == "long_search" else {"mrr": cfg.max_length}
         if task == "long_search":
             lengths["mrr_truncated"] = cfg.max_length
-        out = {}
+        out, frames = {}, []
         for name, max_length in lengths.items():
             codes = embed(net, tokenizer, [e["code"] for e in test], max_length)
             scores = (queries @ codes.T).numpy()
             out[name] = mrr(scores)
+            frames.append(pd.DataFrame({"item": np.arange(len(test)), "reciprocal_rank": 1.0 / ranks(scores),
+                                        "length": "truncated" if name == "mrr_truncated" else "full"}))
             if name == "mrr":
                 out["mrr_distractors"] = mrr_with_distractors(scores, cfg.search_distractors, cfg.seed)
         out["pool"] = len(test)
+        items = pd.concat(frames, ignore_index=True)
     out["eval_seconds"] = time.perf_counter() - t0
-    return out
+    return out, items
 
 
-def zero_shot(net, tokenizer, cfg, n: int = 300) -> dict:
+def zero_shot(net, tokenizer, cfg, n: int = 300) -> tuple[dict, pd.DataFrame]:
     """The encoder before any fine-tuning, on the first ``n`` search test pairs: MRR of its
     mean-pooled embeddings, the same from its token embeddings alone (layer 0: a bag of
     tokens, no context), and the mean cosine between two functions' embeddings
-    (``metrics.mean_pairwise_cosine``)."""
+    (``metrics.mean_pairwise_cosine``); and the reciprocal rank per query (last layer)."""
     test = _test_split(cfg, "search")[:n]
     if len(test) < 2:
         raise ValueError(f"the search test split has {len(test)} examples; use a larger corpus")
@@ -67,7 +77,9 @@ def zero_shot(net, tokenizer, cfg, n: int = 300) -> dict:
     for layer, name in ((-1, "zero-shot MRR"), (0, "zero-shot MRR, token embeddings alone")):
         queries = embed(net, tokenizer, [e["query"] for e in test], cfg.max_length, layer=layer)
         codes = embed(net, tokenizer, [e["code"] for e in test], cfg.max_length, layer=layer)
-        out[name] = mrr((queries @ codes.T).numpy())
+        scores = (queries @ codes.T).numpy()
+        out[name] = mrr(scores)
         if layer == -1:
             out["mean cosine between functions"] = mean_pairwise_cosine(codes.numpy())
-    return {**out, "pairs": len(test)}
+            items = pd.DataFrame({"item": np.arange(len(test)), "reciprocal_rank": 1.0 / ranks(scores)})
+    return {**out, "pairs": len(test)}, items
