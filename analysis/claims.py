@@ -78,10 +78,14 @@ class Verdict:
         return f"{self.verdict}: {self.reason} Noise sampled: {self.noise}. Gate: {self.gate}."
 
     def record_fields(self) -> dict:
-        """Keyword arguments of ``ledger.record`` (numbers with the intervals, rule, verdict, note)."""
-        numbers = {**self.numbers, **{f"{k} (interval)": [lo, hi] for k, (lo, hi) in self.intervals.items()}}
-        return {"numbers": numbers, "rule": self.rule, "verdict": self.verdict,
-                "note": f"{self.reason} Noise sampled: {self.noise}. Gate: {self.gate}."}
+        """Keyword arguments of ``ledger.record``: numbers, their intervals, rule, verdict, the
+        reason as the note, the gate and the noise sampled."""
+        numbers = dict(self.numbers)
+        for k in self.intervals:
+            numbers.setdefault(k, float("nan"))
+        return {"numbers": numbers, "intervals": {k: list(v) for k, v in self.intervals.items()},
+                "rule": self.rule, "verdict": self.verdict, "note": self.reason, "gate": self.gate,
+                "noise": self.noise}
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,11 @@ def _finite(obj):
 
 
 def record(claim: str, chapter: str, numbers: dict, rule: str, verdict: str, *,
-           figure: str | None = None, profile: str | None = None, note: str = "") -> dict:
-    """Write one chapter's verdict on ``claim``; returns the record."""
+           figure: str | None = None, profile: str | None = None, note: str = "",
+           gate: str = "", noise: str = "", intervals: dict | None = None) -> dict:
+    """Write one chapter's verdict on ``claim``; returns the record. ``gate`` says whether the
+    pretraining gate passed for the claim's models, ``noise`` which noise the intervals sample,
+    ``intervals`` name -> [low, high] (``analysis.claims.Verdict.record_fields`` gives all)."""
     if claim not in CLAIMS:
         raise ValueError(f"unknown claim {claim!r}; claims: {', '.join(CLAIMS)}")
     if verdict not in VERDICTS:
@@ -78,7 +81,8 @@ def record(claim: str, chapter: str, numbers: dict, rule: str, verdict: str, *,
         raise ValueError("a verdict needs the numbers that decide it")
     entry = {"claim": claim, "chapter": chapter, "statement": CLAIMS[claim].statement,
              "numbers": _finite(numbers), "rule": rule, "verdict": verdict, "figure": figure,
-             "profile": profile, "note": note}
+             "profile": profile, "note": note, "gate": gate, "noise": noise,
+             "intervals": _finite({k: list(v) for k, v in (intervals or {}).items()})}
     write_json_atomic(run_dir() / "ledger" / f"{claim}__{chapter}.json", entry)
     return entry
 
@@ -99,16 +103,22 @@ def load(folder: Path | None = None) -> list[dict]:
         entries = found.get(cid) or [{"claim": cid, "chapter": claim.chapters[0],
                                       "statement": claim.statement, "numbers": {}, "rule": "",
                                       "verdict": "not run", "figure": None, "profile": None,
-                                      "note": "no chapter has recorded a verdict yet"}]
+                                      "note": "no chapter has recorded a verdict yet", "gate": "",
+                                      "noise": "", "intervals": {}}]
         rows += entries
     return rows
 
 
-def format_numbers(numbers: dict, digits: int = 3) -> str:
+def format_numbers(numbers: dict, digits: int = 3, intervals: dict | None = None) -> str:
+    """``name = value`` pairs, each followed by its interval [low, high] where one is given."""
+    intervals = intervals or {}
     parts = []
     for key, value in numbers.items():
         if isinstance(value, float):
             value = f"{value:.{digits}g}"
+        if key in intervals and len(intervals[key]) == 2:
+            lo, hi = (f"{x:.{digits}g}" if isinstance(x, (int, float)) else "n/a" for x in intervals[key])
+            value = f"{value} [{lo}, {hi}]"
         parts.append(f"{key} = {value}")
     return "; ".join(parts)
 
@@ -122,7 +132,8 @@ def html_table(rows: list[dict], chapters: list[str] | None = None) -> str:
     With ``chapters`` (the chapters in the book), a chapter not in the book is not linked."""
 
     out = ['<table class="ledger"><thead><tr><th>Claim</th><th>Statement</th><th>Chapter</th>'
-           '<th>Verdict</th><th>Numbers</th><th>Decision rule</th></tr></thead><tbody>']
+           '<th>Verdict</th><th>Pretraining gate</th><th>Numbers (95% intervals)</th><th>Noise sampled</th>'
+           '<th>Decision rule</th></tr></thead><tbody>']
     for r in rows:
         anchor = f"#{r['figure']}" if r.get("figure") else ""
         link = f'<a href="{escape(r["chapter"])}.html{escape(anchor)}">{escape(r["chapter"][:2])}</a>'
@@ -134,6 +145,8 @@ def html_table(rows: list[dict], chapters: list[str] | None = None) -> str:
         out.append(
             f"<tr><td>{escape(r['claim'])}</td><td>{escape(r['statement'])}</td><td>{link}</td>"
             f'<td><b style="color:{color}">{escape(r["verdict"])}</b>{profile}</td>'
-            f"<td>{escape(format_numbers(r['numbers']))}</td><td>{escape(r['rule'])}{note}</td></tr>")
+            f"<td>{escape(r.get('gate') or 'not applied')}</td>"
+            f"<td>{escape(format_numbers(r['numbers'], intervals=r.get('intervals') or {}))}</td>"
+            f"<td>{escape(r.get('noise') or '')}</td><td>{escape(r['rule'])}{note}</td></tr>")
     out.append("</tbody></table>")
     return "\n".join(out)

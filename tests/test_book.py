@@ -153,3 +153,15 @@ def test_no_chapter_parameter_shadows_a_profile_field():
     for md in book.chapters():
         shadowed = set(book.chapter_parameters(md)) & config.FIELD_NAMES
         assert not shadowed, (md.name, shadowed)
+
+
+def test_ledger_records_gate_noise_and_intervals(run_dir):
+    from analysis.claims import Verdict
+    v = Verdict("C1", "inconclusive", "pretraining did not take.", {"mean gap": 0.01}, {"mean gap": (-0.02, 0.04)},
+                "the rule", "test items (bootstrap)", "failed (codessm: MLM gain 0.3 nats)")
+    ledger.record("C1", "03_probing", **v.record_fields(), figure="fig-x", profile="smoke")
+    [row] = [r for r in ledger.load() if r["claim"] == "C1"]
+    assert row["gate"].startswith("failed") and row["noise"] == "test items (bootstrap)"
+    assert row["intervals"] == {"mean gap": [-0.02, 0.04]}
+    html = ledger.html_table([row])
+    assert "mean gap = 0.01 [-0.02, 0.04]" in html and "failed (codessm" in html and "Pretraining gate" in html
