@@ -18,7 +18,9 @@ import pandas as pd
 from . import checkpoints, models
 from .cache import cached, is_cached, write_json_atomic
 from .data import finetune_dataset, load_tokenizer
+from .data.probes import TASKS as PROBE_TASKS
 from .finetune import check_task, finetune_key, load_finetuned, score, zero_shot
+from .probing import items_many
 from .workers import run_jobs
 
 EVAL_VERSION = "5"  # 3: base model + head; 4: last layer after the final norm; 5: per-item scores
@@ -68,6 +70,16 @@ def zero_shot_items(models_: list[str], cfg, n: int = 300) -> pd.DataFrame:
                                                                     task="search")
               for m in models_ for p in (True, False)]
     return pd.concat(frames, ignore_index=True)
+
+
+def gate_inputs(models_: list[str], cfg) -> dict:
+    """The evidence of ``claims.pretraining_gate`` for ``models_``, the same in every chapter:
+    held-out MLM loss against the unigram baseline (``mlm``), DirectProbe per test pair of the
+    pretrained and random-init encoders on every probing task (``probing``), and zero-shot
+    search per query of both (``zero_shot``)."""
+    return {"mlm": mlm_table(models_, cfg),
+            "probing": items_many(models_, list(PROBE_TASKS), cfg, checkpoints=("pretrained", "random")),
+            "zero_shot": zero_shot_items(models_, cfg)}
 
 
 def mlm_table(models_: list[str], cfg) -> pd.DataFrame:

@@ -109,6 +109,22 @@ def load(folder: Path | None = None) -> list[dict]:
     return rows
 
 
+def gate_summary(rows: list[dict]) -> str:
+    """One paragraph: which verdicts stand on models whose pretraining took (gate passed), which
+    were decided without the gate, and which are inconclusive because it failed."""
+    ran = [r for r in rows if r["verdict"] != "not run"]
+    passed = [r["claim"] for r in ran if (r.get("gate") or "").startswith("passed")]
+    failed = [r["claim"] for r in ran if (r.get("gate") or "").startswith("failed")]
+    other = [r["claim"] for r in ran if r["claim"] not in passed + failed]
+    parts = [f"Verdicts standing on models whose pretraining took: {', '.join(passed) or 'none'}."]
+    if failed:
+        parts.append(f"The pretraining gate failed for {', '.join(failed)}: those verdicts are inconclusive "
+                     "at this profile, whatever the numbers beside them say.")
+    if other:
+        parts.append(f"Decided without the gate (claims about the architecture): {', '.join(other)}.")
+    return " ".join(parts)
+
+
 def format_numbers(numbers: dict, digits: int = 3, intervals: dict | None = None) -> str:
     """``name = value`` pairs, each followed by its interval [low, high] where one is given."""
     intervals = intervals or {}

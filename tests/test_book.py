@@ -165,3 +165,13 @@ def test_ledger_records_gate_noise_and_intervals(run_dir):
     assert row["intervals"] == {"mean gap": [-0.02, 0.04]}
     html = ledger.html_table([row])
     assert "mean gap = 0.01 [-0.02, 0.04]" in html and "failed (codessm" in html and "Pretraining gate" in html
+
+
+def test_gate_summary_says_which_verdicts_stand_on_pretraining_that_took():
+    rows = [{"claim": "C1", "verdict": "inconclusive", "gate": "failed (codessm: ...)"},
+            {"claim": "C3", "verdict": "not reproduced", "gate": "passed (codessm)"},
+            {"claim": "C5", "verdict": "reproduced", "gate": ""},
+            {"claim": "C4", "verdict": "not run", "gate": ""}]
+    text = ledger.gate_summary(rows)
+    assert "pretraining took: C3." in text and "failed for C1" in text and "without the gate" in text
+    assert "C4" not in text

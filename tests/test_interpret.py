@@ -279,3 +279,17 @@ def test_mean_effective_and_median_step_lti_kernels_equal_their_parts():
     lti = median_step_lti_kernels(model, ids, mask, channels=slice(None, None, 4))
     want = lti_kernels(model, 0, "forward", median_step_size(model, ids, mask, 0, "forward"), 10)[::4]
     assert torch.equal(lti[0, 0], want)
+
+
+def test_centroid_table_pairs_kernels_and_sees_a_faster_decay_move_up():
+    from analysis.interpret import centroid_table
+    _, slow = _one_mode(0.95, 0.0, L=128)
+    _, fast = _one_mode(0.5, 0.0, L=128)
+    before = torch.stack([slow, fast]).reshape(1, 2, 1, 128)           # [layers, 2, K, L]
+    after = torch.stack([fast, fast]).reshape(1, 2, 1, 128)
+    table = centroid_table(before, {"types": after}, "codessm")
+    assert list(table.columns) == ["model", "task", "layer", "direction", "kernel", "centroid_before", "centroid_after"]
+    assert len(table) == 2 and (table.task == "types").all()
+    moved, same = table.iloc[0], table.iloc[1]
+    assert moved.centroid_after > moved.centroid_before               # faster decay = higher frequencies
+    assert same.centroid_after == pytest.approx(same.centroid_before)

@@ -4,9 +4,9 @@ selective scans and the kernels by lag it implies (``selective``). Pure function
 and tensors: nothing here trains or loads."""
 from .selective import (attention_from_scan_inputs, effective_kernels, hidden_attention, lti_kernels,
                         mean_effective_kernels, median_step_lti_kernels, median_step_size)
-from .spectrum import (Spectrum, mode_kernels, shift_tables, spectral_shift, spectral_statistics, spectrum,
+from .spectrum import (Spectrum, centroid_table, mode_kernels, shift_tables, spectral_shift, spectral_statistics, spectrum,
                        transfer_function)
 
-__all__ = ["Spectrum", "spectrum", "spectral_statistics", "transfer_function", "spectral_shift", "mode_kernels",
+__all__ = ["Spectrum", "centroid_table", "spectrum", "spectral_statistics", "transfer_function", "spectral_shift", "mode_kernels",
            "shift_tables", "hidden_attention", "attention_from_scan_inputs", "effective_kernels", "lti_kernels",
            "mean_effective_kernels", "median_step_lti_kernels", "median_step_size"]

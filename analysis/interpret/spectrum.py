@@ -268,3 +268,18 @@ def shift_tables(before: torch.Tensor, afters: dict, modes_before: torch.Tensor,
         pooled.append(spectral_shift(flat(before), flat(after), f0=f0).assign(task=task))
         per_mode.append(spectral_shift(per_layer(modes_before), per_layer(modes_after[task]), f0=f0).assign(task=task))
     return tuple(pd.concat(x, ignore_index=True) for x in (whole, pooled, per_mode))
+
+
+def centroid_table(before: torch.Tensor, afters: dict, model: str, f0: float = 0.05) -> pd.DataFrame:
+    """The spectral centroid of every kernel (or mode kernel) before and after fine-tuning on
+    each task: one row per (task, layer, direction, kernel) with centroid_before,
+    centroid_after (cycles per token): the ``spectra`` frame of ``analysis.claims``.
+    before, afters[task]: r(layers 2 K L), kernel i paired with kernel i."""
+    c0 = spectrum(_as_numpy(before), f0=f0).centroid                   # [layers, 2, K]
+    layers, dirs, K = c0.shape
+    index = np.indices((layers, dirs, K)).reshape(3, -1)
+    frames = [pd.DataFrame({"model": model, "task": task, "layer": index[0], "direction": index[1],
+                            "kernel": index[2], "centroid_before": c0.reshape(-1),
+                            "centroid_after": spectrum(_as_numpy(after), f0=f0).centroid.reshape(-1)})
+              for task, after in afters.items()]
+    return pd.concat(frames, ignore_index=True)
