@@ -222,6 +222,38 @@ def _scan_bytes(b: int, d: int, n: int, L: int, backward: bool) -> int:
     return 4 * (forward + (inputs + b * d * L + inputs) * backward)
 
 
+def _scan_row(res: dict, y_ref: torch.Tensor, L: int, kind: str, threads: int, nbytes: int,
+              exp_bound: float) -> dict:
+    """One table row of ``scan_benchmark``: times, speed-ups, peak memory and errors of every
+    implementation measured in ``res`` (``_measure`` results by name) at length L, against the
+    reference's output ``y_ref`` and, for gradients, the reference or else the unbind loop."""
+    backward = kind == "forward+backward"
+    truth = res.get("ref", res["unbind"])
+    bw = copy_bandwidth(nbytes)
+    row = {"length": L, "pass": kind, "threads": threads}
+    for name in IMPLEMENTATIONS:
+        row[f"{name}_s"] = res[name]["s"] if name in res else float("nan")
+    row["x_vs_ref"] = row["ref_s"] / row["ours_s"]
+    row["x_vs_unbind"] = row["unbind_s"] / row["ours_s"]
+    row["x_vs_torch_scan"] = row["torch_scan_s"] / row["ours_s"]
+    for name in IMPLEMENTATIONS:
+        row[f"{name}_peak_mb"] = res[name]["mb"] if name in res else float("nan")
+    row["err_y"] = float((res["ours"]["y"] - y_ref).abs().max())
+    row["err_y_unbind"] = float((res["unbind"]["y"] - y_ref).abs().max())
+    row["err_y_torch_scan"] = float((res["torch_scan"]["y"] - y_ref).abs().max())
+    if backward:
+        row["grad_truth"] = "ref" if "ref" in res else "unbind"
+        for k in SCAN_INPUTS:
+            row[f"err_d{k}"] = float((res["ours"]["grads"][k] - truth["grads"][k]).abs().max())
+            row[f"rel_err_d{k}"] = row[f"err_d{k}"] / max(float(truth["grads"][k].abs().max()), 1e-30)
+    row["GB_per_s"] = nbytes / row["ours_s"] / 1e9
+    row["copy_GB_per_s"] = bw / 1e9
+    row["x_copy_bound"] = row["ours_s"] / (nbytes / bw)
+    row["exp_bound_s"] = exp_bound
+    row["x_exp_bound"] = row["ours_s"] / exp_bound
+    return row
+
+
 def scan_benchmark(lengths=(256, 1024, 4096), repeats: int = 3, threads: int = 2, batch: int = 8,
                    dim: int = 256, state: int = 16, ref_backward_max: int = 1024, verbose: bool = False):
     """One row per (length, pass) as a pandas DataFrame; machine figures in ``frame.attrs``.
@@ -251,32 +283,8 @@ def scan_benchmark(lengths=(256, 1024, 4096), repeats: int = 3, threads: int = 2
                         res[name] = _measure(fn, inputs, weight, backward, runs)
                 if not backward:
                     y_ref = res["ref"]["y"]                  # the reference's forward always runs
-                truth = res.get("ref", res["unbind"])
-                nbytes = _scan_bytes(batch, dim, state, L, backward)
-                bw = copy_bandwidth(nbytes)
-                exp_bound = batch * dim * L * state / exp_warm
-                row = {"length": L, "pass": kind, "threads": threads}
-                for name in IMPLEMENTATIONS:
-                    row[f"{name}_s"] = res[name]["s"] if name in res else float("nan")
-                row["x_vs_ref"] = row["ref_s"] / row["ours_s"]
-                row["x_vs_unbind"] = row["unbind_s"] / row["ours_s"]
-                row["x_vs_torch_scan"] = row["torch_scan_s"] / row["ours_s"]
-                for name in IMPLEMENTATIONS:
-                    row[f"{name}_peak_mb"] = res[name]["mb"] if name in res else float("nan")
-                row["err_y"] = float((res["ours"]["y"] - y_ref).abs().max())
-                row["err_y_unbind"] = float((res["unbind"]["y"] - y_ref).abs().max())
-                row["err_y_torch_scan"] = float((res["torch_scan"]["y"] - y_ref).abs().max())
-                if backward:
-                    row["grad_truth"] = "ref" if "ref" in res else "unbind"
-                    for k in SCAN_INPUTS:
-                        row[f"err_d{k}"] = float((res["ours"]["grads"][k] - truth["grads"][k]).abs().max())
-                        row[f"rel_err_d{k}"] = row[f"err_d{k}"] / max(float(truth["grads"][k].abs().max()), 1e-30)
-                row["GB_per_s"] = nbytes / row["ours_s"] / 1e9
-                row["copy_GB_per_s"] = bw / 1e9
-                row["x_copy_bound"] = row["ours_s"] / (nbytes / bw)
-                row["exp_bound_s"] = exp_bound
-                row["x_exp_bound"] = row["ours_s"] / exp_bound
-                rows.append(row)
+                rows.append(_scan_row(res, y_ref, L, kind, threads, _scan_bytes(batch, dim, state, L, backward),
+                                      batch * dim * L * state / exp_warm))
         frame = pd.DataFrame(rows)
         frame.attrs.update({
             "threads": threads, "torch": torch.__version__, "machine": _machine(), "ours": scan.backend("cpu"),
