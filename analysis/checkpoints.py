@@ -28,7 +28,7 @@ from .cache import artifact_dir, cached, config_key, scratch_dir
 from .data import load_tokenizer
 from .data.sources import sha256_of
 from .finetune import FT_RUN_VERSION, check_task, finetune_key, train_task
-from .train import PRETRAIN_VERSION, pretrain_into, pretrain_key, random_key
+from .train import PRETRAIN_VERSION, pretrain_into, pretrain_key, random_key, run_seed
 
 SPECS = ('"pretrained"', '"random"', '"finetuned:<task>"', "a checkpoint directory")
 
@@ -53,9 +53,11 @@ def pretrained(model: str, cfg, texts=None, tokenizer=None, valid_texts=None) ->
 
 
 def random(model: str, cfg, seed: int | None = None):
-    """(model, tokenizer): ``model``'s architecture with its seeded initial weights."""
+    """(model, tokenizer): ``model``'s architecture with its seeded initial weights (by default
+    those of pretraining run ``cfg.pretrain_seed``: its random-init twin)."""
     models.check_name(model)
     tokenizer = load_tokenizer(cfg)
+    seed = run_seed(cfg) if seed is None else seed
     return models.build(model, cfg, len(tokenizer), tokenizer.pad_token_id, seed).eval(), tokenizer
 
 
@@ -73,7 +75,7 @@ def finetuned(model: str, task: str, cfg, seed: int | None = None, from_pretrain
     key = finetune_key(base_key(model, cfg, from_pretrained), task, cfg, seed)
 
     def build(out: Path) -> None:
-        net, tokenizer = load(model, cfg, from_pretrained, seed=cfg.seed)
+        net, tokenizer = load(model, cfg, from_pretrained)
         desc = f"fine-tuning {model} on {task}" + ("" if from_pretrained else " (random init)")
         meta = {"model": model, "pretrained": from_pretrained, "key": config_key(key, FT_RUN_VERSION)}
         train_task(net, tokenizer, task, cfg, seed, out, scratch_dir("finetune", key, FT_RUN_VERSION), desc, meta)
@@ -113,7 +115,7 @@ def resolve(model: str, cfg, spec: str) -> Resolved:
     local checkpoint directory (see the module docstring)."""
     models.check_name(model)
     if spec == "random":
-        net, tok = random(model, cfg, cfg.seed)
+        net, tok = random(model, cfg)
         return Resolved(lambda: (net, tok), random_key(model, cfg), net.config.num_hidden_layers)
     if spec == "pretrained":
         path = pretrained(model, cfg)

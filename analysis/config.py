@@ -111,6 +111,8 @@ class Profile:
 
     # --- pretraining (analysis.train) ---
     pretrain_steps: int = 600
+    pretrain_seed: int = 0               # which pretraining run: seed + pretrain_seed draws init, batch order, masks
+    pretrain_seeds: int = 1              # pretraining runs the verdicts sample (chapter 03's C1 and the gate)
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -196,7 +198,7 @@ RANGES = {
     "n_kernels": AT_LEAST_1, "hf_conv_width": AT_LEAST_0, "n_heads": AT_LEAST_1,
     "mamba_d_state": AT_LEAST_1, "mamba_expand": AT_LEAST_1, "mamba_d_conv": AT_LEAST_1,
     "dropout": Range(0, 1, high_open=True),
-    "pretrain_steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "weight_decay": AT_LEAST_0,
+    "pretrain_steps": AT_LEAST_1, "pretrain_seed": AT_LEAST_0, "pretrain_seeds": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "weight_decay": AT_LEAST_0,
     "warmup_steps": AT_LEAST_0, "mask_prob": FRACTION, "log_every": AT_LEAST_1,
     "probe_functions_distance": AT_LEAST_1, "probe_functions_siblings": AT_LEAST_1,
     "probe_functions_dfg": AT_LEAST_1, "probe_pairs_per_class": AT_LEAST_1, "probe_max_tokens": Range(2),

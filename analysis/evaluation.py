@@ -58,7 +58,7 @@ def zero_shot_search(model: str, cfg, from_pretrained: bool = True, n: int = 300
     """``finetune.zero_shot`` of ``model``'s encoder before fine-tuning (its summary; with
     ``items``, (summary, reciprocal rank per query)). Explains a random-init baseline that
     beats pretraining, and feeds the pretraining gate."""
-    net, tokenizer = checkpoints.load(model, cfg, from_pretrained, seed=cfg.seed)
+    net, tokenizer = checkpoints.load(model, cfg, from_pretrained)
     summary, per_query = zero_shot(net, tokenizer, cfg, n)
     return (summary, per_query) if items else summary
 
@@ -72,14 +72,27 @@ def zero_shot_items(models_: list[str], cfg, n: int = 300) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def pretraining_runs(cfg) -> list:
+    """The profiles of pretraining runs 0 .. ``cfg.pretrain_seeds`` - 1 (``pretrain_seed``)."""
+    return [cfg.replace(pretrain_seed=r) for r in range(cfg.pretrain_seeds)]
+
+
+def over_pretraining_runs(frame_of, cfg) -> pd.DataFrame:
+    """``frame_of(run_cfg)`` for every pretraining run, with a ``pretrain_seed`` column: the
+    analyses bootstrap over those runs as well as over test items (``analysis.claims``)."""
+    return pd.concat([frame_of(c).assign(pretrain_seed=c.pretrain_seed) for c in pretraining_runs(cfg)],
+                     ignore_index=True)
+
+
 def gate_inputs(models_: list[str], cfg) -> dict:
-    """The evidence of ``claims.pretraining_gate`` for ``models_``, the same in every chapter:
-    held-out MLM loss against the unigram baseline (``mlm``), DirectProbe per test pair of the
-    pretrained and random-init encoders on every probing task (``probing``), and zero-shot
-    search per query of both (``zero_shot``)."""
-    return {"mlm": mlm_table(models_, cfg),
-            "probing": items_many(models_, list(PROBE_TASKS), cfg, checkpoints=("pretrained", "random")),
-            "zero_shot": zero_shot_items(models_, cfg)}
+    """The evidence of ``claims.pretraining_gate`` for ``models_``, the same in every chapter,
+    over every pretraining run: held-out MLM loss against the unigram baseline (``mlm``),
+    DirectProbe per test pair of the pretrained and random-init encoders on every probing task
+    (``probing``), and zero-shot search per query of both (``zero_shot``)."""
+    return {"mlm": over_pretraining_runs(lambda c: mlm_table(models_, c), cfg),
+            "probing": over_pretraining_runs(
+                lambda c: items_many(models_, list(PROBE_TASKS), c, checkpoints=("pretrained", "random")), cfg),
+            "zero_shot": over_pretraining_runs(lambda c: zero_shot_items(models_, c), cfg)}
 
 
 def mlm_table(models_: list[str], cfg) -> pd.DataFrame:

@@ -38,7 +38,7 @@ PRETRAIN_VERSION = "2"  # 2: base model + head (state-dict keys ``codessm.*``, `
 CHECKPOINT_EVERY = 100
 MODEL_FIELDS = ("d_model", "n_layers", "d_state", "n_kernels", "hf_conv_width", "n_heads",
                 "mamba_d_state", "mamba_expand", "mamba_d_conv", "dropout")
-TRAIN_FIELDS = ("pretrain_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "mask_prob",
+TRAIN_FIELDS = ("pretrain_steps", "pretrain_seed", "batch_size", "lr", "weight_decay", "warmup_steps", "mask_prob",
                 "max_length", "log_every")
 
 
@@ -49,7 +49,14 @@ def pretrain_key(model_name: str, cfg) -> dict:
 
 def random_key(model_name: str, cfg) -> dict:
     """What names a random-init encoder: its architecture, vocabulary and seed."""
-    return {"random": model_name, **cfg.subset("vocab_size", "seed", *MODEL_FIELDS)}
+    return {"random": model_name, **cfg.subset("vocab_size", "seed", "pretrain_seed", *MODEL_FIELDS)}
+
+
+def run_seed(cfg) -> int:
+    """The seed of pretraining run ``cfg.pretrain_seed``: its initial weights (and its random-init
+    twin's), batch order and masks. The corpus and its splits keep ``cfg.seed``, so every run
+    is scored on the same test items."""
+    return cfg.seed + cfg.pretrain_seed
 
 
 def mask_tokens(ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: int, prob: float,
@@ -286,9 +293,9 @@ def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts
     if valid_texts is None:
         valid_texts = [r["code"] for r in finetune_dataset(cfg, "search")["valid"]][:64]
     encoded = _encode(tokenizer, texts, cfg.max_length)
-    model = models.build(model_name, cfg, len(tokenizer), tokenizer.pad_token_id)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    batches = Batches(encoded, cfg.batch_size, cfg.seed, padded(tokenizer.pad_token_id))
+    model = models.build(model_name, cfg, len(tokenizer), tokenizer.pad_token_id, run_seed(cfg))
+    gen = torch.Generator().manual_seed(run_seed(cfg))
+    batches = Batches(encoded, cfg.batch_size, run_seed(cfg), padded(tokenizer.pad_token_id))
 
     def loss_fn(m, batch):
         ids, mask = batch
