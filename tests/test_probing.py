@@ -250,7 +250,8 @@ def test_column_generation_equals_the_qp_on_every_pair():
         A = rng.normal(size=(40, 30))
         B = rng.normal(size=(35, 30)) + rng.normal(size=30) * rng.uniform(0.0, 0.5)
         every = (A[:, None] - B[None]).reshape(-1, 30)   # all 1,400 differences in one QP
-        assert hull_distance(A, B) == pytest.approx(dp._min_norm_point(every)[0], rel=1e-9, abs=1e-12)
+        # both are certified to within dp.GAP of the optimum by their duality gaps
+        assert hull_distance(A, B) == pytest.approx(dp._min_norm_point(every)[0], rel=2 * dp.GAP, abs=1e-12)
 
 
 def test_an_nnls_that_stops_short_is_an_error(monkeypatch):
