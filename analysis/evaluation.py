@@ -18,6 +18,7 @@ from . import checkpoints, models
 from .cache import cached, is_cached, write_json_atomic
 from .data import finetune_dataset, load_tokenizer
 from .finetune import check_task, finetune_key, load_finetuned, score, zero_shot
+from .train import training_device
 from .workers import run_jobs
 
 EVAL_VERSION = "4"  # 3: base model + head; 4: last layer after the final norm
@@ -42,10 +43,10 @@ def evaluate(model: str, task: str, cfg, seed: int | None = None, from_pretraine
 
 
 def zero_shot_search(model: str, cfg, from_pretrained: bool = True, n: int = 300) -> dict:
-    """``finetune.zero_shot`` of ``model``'s encoder before fine-tuning. Explains a random-init
-    baseline that beats pretraining."""
+    """``finetune.zero_shot`` of ``model``'s encoder before fine-tuning, on
+    ``train.training_device()``. Explains a random-init baseline that beats pretraining."""
     net, tokenizer = checkpoints.load(model, cfg, from_pretrained, seed=cfg.seed)
-    return zero_shot(net, tokenizer, cfg, n)
+    return zero_shot(net.to(training_device()), tokenizer, cfg, n)
 
 
 def _finetuned_scores(model: str, task: str, cfg, seed: int, from_pretrained: bool) -> dict:
