@@ -311,3 +311,90 @@ def test_a_damaged_checkpoint_is_retrained_not_failing_forever(cache_dir, damage
     after = _weights(again)
     assert all(torch.equal(before[k], after[k]) for k in before)  # retrained: the same weights
     assert (again / "log.csv").is_file()
+
+
+def _pretrain_recorded(root: Path, crash_at: int | None = None) -> None:
+    """Pretrain a smoke CodeSSM into ``root`` (4 steps of 8 sequences, a scratch state every 2
+    steps), recording in ``root/rank<r>.pt`` the input ids each training forward received and
+    every write this process made (scratch state, checkpoint); a ``RuntimeError`` at the
+    ``crash_at``-th batch. Run in each process of ``accelerate.debug_launcher`` (forked: the
+    accelerate state the parent made is reset) or in this one."""
+    from accelerate import PartialState
+    from accelerate.state import AcceleratorState
+
+    import analysis.train as train
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    seen, writes, calls = [], [], {"n": 0}
+    build, mask, save = train.models.build, train.mask_tokens, train.save_atomic
+
+    def recording_build(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(
+            lambda m, a, kw: seen.append((kw["input_ids"].clone(), kw["labels"].clone())) if m.training else None,
+            with_kwargs=True)
+        save_pretrained = model.save_pretrained
+        model.save_pretrained = lambda *a, **kw: (writes.append("checkpoint"), save_pretrained(*a, **kw))[1]
+        return model
+
+    def crashing_mask(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            raise RuntimeError("killed")
+        return mask(*args, **kwargs)
+
+    def recording_save(path, write):
+        writes.append(Path(path).name)
+        return save(path, write)
+
+    cfg = config.profile("smoke", pretrain_steps=4, log_every=1, dropout=0.0, warmup_steps=1, batch_size=8)
+    train.models.build, train.mask_tokens, train.save_atomic, train.CHECKPOINT_EVERY = \
+        recording_build, crashing_mask, recording_save, 2
+    try:
+        (root / "state").mkdir(parents=True, exist_ok=True)
+        train.pretrain_into("codessm", cfg, root / "out", root / "state", TEXTS, _tiny_tokenizer(TEXTS), TEXTS[:4])
+    finally:
+        train.models.build, train.mask_tokens, train.save_atomic, train.CHECKPOINT_EVERY = build, mask, save, 100
+        torch.save({"seen": seen, "writes": writes}, root / f"rank{PartialState().process_index}.pt")
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_two_processes_take_the_steps_of_one_on_the_whole_batch(tmp_path, monkeypatch):
+    """Data parallelism, simulated with 2 CPU processes (gloo) on a smoke CodeSSM: each process
+    trains on its own half of every global batch (disjoint, together the batch), the weights
+    after 4 steps are those of one process on the whole batches (masked-LM: each process's
+    loss weighted by its share of the masked tokens), only the main process writes (the
+    scratch state and the checkpoint), and a 2-process run killed after its scratch state
+    resumes, in 2 processes, to the weights of the uninterrupted one, bit for bit."""
+    from accelerate import debug_launcher
+    from safetensors.torch import load_file
+    import pandas as pd
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # else accelerate gives each process 2 threads
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    _pretrain_recorded(tmp_path / "one")
+    debug_launcher(_pretrain_recorded, args=(tmp_path / "two",), num_processes=2)
+    one, rank0, rank1 = (torch.load(tmp_path / r, weights_only=True) for r in ("one/rank0.pt", "two/rank0.pt", "two/rank1.pt"))
+    assert len(one["seen"]) == len(rank0["seen"]) == len(rank1["seen"]) == 4
+    for (whole, labels), (a, la), (b, lb) in zip(one["seen"], rank0["seen"], rank1["seen"]):
+        assert len(whole) == 8 and len(a) == len(b) == 4 and torch.equal(torch.cat([a, b]), whole)
+        assert torch.equal(torch.cat([la, lb]), labels)
+    masked = [(int((la != -100).sum()), int((lb != -100).sum())) for (_, la), (_, lb) in zip(rank0["seen"], rank1["seen"])]
+    assert any(m0 != m1 for m0, m1 in masked), masked  # so an unweighted mean of the two losses would differ
+    assert one["writes"] == rank0["writes"] == ["state.pt", "checkpoint"] and rank1["writes"] == []
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["out", "rank0.pt", "rank1.pt", "state"]
+    w1, w2 = load_file(tmp_path / "one/out/model.safetensors"), load_file(tmp_path / "two/out/model.safetensors")
+    assert w1.keys() == w2.keys()
+    assert all(torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6) for k in w1)
+    log1, log2 = pd.read_csv(tmp_path / "one/out/log.csv"), pd.read_csv(tmp_path / "two/out/log.csv")
+    assert log2["loss"].tolist() == pytest.approx(log1["loss"].tolist(), rel=1e-6)  # gathered: the whole batch's
+
+    with pytest.raises(Exception, match="killed"):
+        debug_launcher(_pretrain_recorded, args=(tmp_path / "resumed", 3), num_processes=2)
+    assert not (tmp_path / "resumed/out").exists() and (tmp_path / "resumed/state/state.pt").exists()
+    debug_launcher(_pretrain_recorded, args=(tmp_path / "resumed",), num_processes=2)
+    again = torch.load(tmp_path / "resumed/rank0.pt", weights_only=True)
+    assert len(again["seen"]) == 2  # steps 3 and 4: resumed at the step-2 state
+    w3 = load_file(tmp_path / "resumed/out/model.safetensors")
+    assert all(torch.equal(w2[k], w3[k]) for k in w2)
+    assert pd.read_csv(tmp_path / "resumed/out/log.csv")["loss"].tolist() == log2["loss"].tolist()
