@@ -15,18 +15,20 @@ On CUDA ``fit`` runs at the profile's ``mixed_precision`` (autocast; float32 wei
 optimiser); on the CPU always in float32. ``precision_key`` adds the precision to a cache key
 only when it is not float32, so no CPU key depends on it.
 
-Several processes (``accelerate launch --num_processes N``, one GPU each; or ``--cpu``):
-every process draws the same global batch (same seed, same masks), takes its contiguous slice
-(``shard``: disjoint, in rank order they make up the batch), and weights its loss by its share
-of the batch's ``count`` (rows, or masked tokens), times N; the gradients are averaged over the
-processes after each backward, so N processes take the step one process takes on the whole
-batch (up to float summation order; dropout draws differ). The logged loss is the mean over
-processes (the whole batch's loss). Only the main process writes the partial state and the
-checkpoint; the others wait for it. A resumed run restores the main process's state in every
-process. Gradients are averaged explicitly rather than by a ``DistributedDataParallel``
-wrapper because fine-tuning reads the encoder through ``base_model`` (no ``forward`` for DDP
-to hook) and trains a head outside the model. Fine-tuning's contrastive loss then takes its
-in-batch negatives from each process's slice.
+Several processes (``accelerate launch --num_processes N``, one GPU each, or ``--cpu``) run
+``fit`` as one data-parallel job. Every process draws the same global batch (same seed, same
+masks) and takes its contiguous slice p (``shard``: disjoint; in rank order the slices make up
+the batch). Its loss L_p, a mean over the n_p items ``count`` finds in the slice (rows, or
+masked tokens), is weighted as N n_p / sum_q n_q L_p, and the gradients are averaged over the
+processes after each backward, so the step uses sum_p n_p grad L_p / sum_q n_q: the gradient
+one process takes on the whole batch (up to float summation order; dropout draws differ). The
+logged loss is the mean over processes, the whole batch's. Only the main process writes the
+partial state and the checkpoint; the others wait for it; a resumed run restores the main
+process's state in every process. Gradients are averaged explicitly, not by a
+``DistributedDataParallel`` wrapper, because fine-tuning reads the encoder through
+``base_model`` (no ``forward`` for DDP to hook) and trains a head outside the model;
+fine-tuning's contrastive loss takes its in-batch negatives from each process's slice. Launch
+``pretrain_into`` itself: the cache's build lock (``analysis.checkpoints``) admits one process.
 
 ``pretrain_into(model, cfg, out, state_dir)`` trains one model and writes its checkpoint;
 caching and training on demand are ``analysis.checkpoints``' job. ``pretrain_key`` and
