@@ -398,3 +398,68 @@ def test_two_processes_take_the_steps_of_one_on_the_whole_batch(tmp_path, monkey
     w3 = load_file(tmp_path / "resumed/out/model.safetensors")
     assert all(torch.equal(w2[k], w3[k]) for k in w2)
     assert pd.read_csv(tmp_path / "resumed/out/log.csv")["loss"].tolist() == log2["loss"].tolist()
+
+
+def test_shards_are_disjoint_slices_that_make_up_the_batch():
+    from analysis.train import batch_rows, shard
+
+    ids, examples = torch.arange(10).reshape(5, 2), [{"q": i} for i in range(5)]
+    batch = (ids, {"mask": ids > 3, "labels": ids}, examples)
+    parts = [shard(batch, r, 2) for r in range(2)]
+    assert [batch_rows(p) for p in parts] == [2, 3]
+    assert torch.equal(torch.cat([p[0] for p in parts]), ids) and [p[2] for p in parts] == [examples[:2], examples[2:]]
+    assert torch.equal(parts[1][1]["mask"], ids[2:] > 3)
+    assert shard(batch, 0, 1) is batch
+    with pytest.raises(TypeError, match="cannot split a batch of type set across 2 processes"):
+        shard({1, 2}, 0, 2)
+
+
+def test_a_process_slice_with_nothing_to_average_is_a_clear_error_on_every_process():
+    """Every process holds the whole batch, so each finds the empty slice and all stop together
+    (none waits forever for the others' gradients)."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from analysis.train import _local_loss, masked_count
+
+    def batch(labels):
+        labels = torch.tensor(labels)
+        return labels.clamp(min=0), torch.ones_like(labels), labels
+
+    for rank in (0, 1):
+        accelerator = SimpleNamespace(num_processes=2, process_index=rank, autocast=contextlib.nullcontext)
+        with pytest.raises(ValueError, match=r"step 3: .* slices with \[0, 3\] items .* use a larger batch"):
+            _local_loss(accelerator, None, None, batch([[-100, -100], [5, -100], [7, 8]]), masked_count, "step 3")
+    accelerator = SimpleNamespace(num_processes=3, process_index=2, autocast=contextlib.nullcontext)
+    weighted = _local_loss(accelerator, None, lambda m, b: torch.tensor(2.0), batch([[5, -100], [-100, 6], [7, 8]]),
+                           masked_count, "step 3")
+    assert weighted.item() == pytest.approx(2.0 * 3 * 2 / 4)  # slice 2 holds 2 of the 4 masked tokens
+
+
+def test_mixed_precision_is_used_and_keyed_only_on_cuda(monkeypatch):
+    """On the CPU every run trains in float32 and no cache key names the precision (so no CPU
+    key changed); with CUDA, ``paper``'s bf16 reaches the accelerator and the keys."""
+    import analysis.train as train
+    from analysis.data.tokenizer import tokenizer_key
+    from analysis.finetune import finetune_key
+
+    asked = []
+
+    class Recording(train.Accelerator):
+        def __init__(self, **kwargs):
+            asked.append(kwargs["mixed_precision"])
+            super().__init__(**{**kwargs, "mixed_precision": "no"})
+    monkeypatch.setattr(train, "Accelerator", Recording)
+    train.fit(torch.nn.Linear(2, 1), itertools.repeat(torch.ones(3, 2)), lambda m, b: m(b).sum() ** 2, 1, 0.1, 0.0,
+              1, mixed_precision="bf16")
+    assert asked == ["no"]
+    for name in ("smoke", "default", "paper"):
+        cfg = config.profile(name)
+        assert train.pretrain_key("codessm", cfg) == {
+            "model": "codessm", **tokenizer_key(cfg), **cfg.subset(*train.MODEL_FIELDS, *train.TRAIN_FIELDS)}
+        assert "mixed_precision" not in finetune_key({}, "search", cfg, 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train.precision_key(config.profile("paper")) == {"mixed_precision": "bf16"}
+    assert train.pretrain_key("codessm", config.profile("paper"))["mixed_precision"] == "bf16"
+    assert finetune_key({}, "types", config.profile("paper"), 0)["mixed_precision"] == "bf16"
+    assert "mixed_precision" not in train.pretrain_key("codessm", config.profile("smoke"))
