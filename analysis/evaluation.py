@@ -21,6 +21,7 @@ from .data import finetune_dataset, load_tokenizer
 from .data.probes import TASKS as PROBE_TASKS
 from .finetune import check_task, finetune_key, load_finetuned, score, zero_shot
 from .probing import items_many
+from .train import training_device
 from .workers import run_jobs
 
 EVAL_VERSION = "5"  # 3: base model + head; 4: last layer after the final norm; 5: per-item scores
@@ -55,11 +56,12 @@ def evaluate(model: str, task: str, cfg, seed: int | None = None, from_pretraine
 
 
 def zero_shot_search(model: str, cfg, from_pretrained: bool = True, n: int = 300, items: bool = False):
-    """``finetune.zero_shot`` of ``model``'s encoder before fine-tuning (its summary; with
+    """``finetune.zero_shot`` of ``model``'s encoder before fine-tuning, on
+    ``train.training_device()`` (its summary; with
     ``items``, (summary, reciprocal rank per query)). Explains a random-init baseline that
     beats pretraining, and feeds the pretraining gate."""
     net, tokenizer = checkpoints.load(model, cfg, from_pretrained)
-    summary, per_query = zero_shot(net, tokenizer, cfg, n)
+    summary, per_query = zero_shot(net.to(training_device()), tokenizer, cfg, n)
     return (summary, per_query) if items else summary
 
 

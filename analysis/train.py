@@ -3,8 +3,32 @@
 Every model sees the same data in the same order (seeded), the same masking (BERT's
 80/10/10 at ``cfg.mask_prob``), batch size, steps, optimiser (AdamW), schedule (linear
 warm-up then linear decay) and seed. ``fit`` is shared with fine-tuning
-(``analysis.finetune``); ``Batches`` is the one batch iterator of both. Runs through
-``accelerate``, so ``accelerate launch`` spreads it over GPUs; on this CPU it is a plain loop.
+(``analysis.finetune``); ``Batches`` is the one batch iterator of both.
+
+Devices. ``fit`` trains on ``training_device()``: this process's GPU when CUDA is available,
+else the CPU. It moves the model there, and every batch with ``to_device`` (tensors, and
+tuples, lists, dicts and tokenizer outputs of them); a loss that builds its own tensors from
+raw examples (fine-tuning) moves them to ``model_device(model)``, as do evaluation, embedding,
+probing and interpretation; results come back to the CPU where numpy reads them. Masks are
+drawn on the CPU from their own generator (``masked``), so they are the same on every device.
+On CUDA ``fit`` runs at the profile's ``mixed_precision`` (autocast; float32 weights and
+optimiser); on the CPU always in float32. ``precision_key`` adds the precision to a cache key
+only when it is not float32, so no CPU key depends on it.
+
+Several processes (``accelerate launch --num_processes N``, one GPU each, or ``--cpu``) run
+``fit`` as one data-parallel job. Every process draws the same global batch (same seed, same
+masks) and takes its contiguous slice p (``shard``: disjoint; in rank order the slices make up
+the batch). Its loss L_p, a mean over the n_p items ``count`` finds in the slice (rows, or
+masked tokens), is weighted as N n_p / sum_q n_q L_p, and the gradients are averaged over the
+processes after each backward, so the step uses sum_p n_p grad L_p / sum_q n_q: the gradient
+one process takes on the whole batch (up to float summation order; dropout draws differ). The
+logged loss is the mean over processes, the whole batch's. Only the main process writes the
+partial state and the checkpoint; the others wait for it; a resumed run restores the main
+process's state in every process. Gradients are averaged explicitly, not by a
+``DistributedDataParallel`` wrapper, because fine-tuning reads the encoder through
+``base_model`` (no ``forward`` for DDP to hook) and trains a head outside the model;
+fine-tuning's contrastive loss takes its in-batch negatives from each process's slice. Launch
+``pretrain_into`` itself: the cache's build lock (``analysis.checkpoints``) admits one process.
 
 ``pretrain_into(model, cfg, out, state_dir)`` trains one model and writes its checkpoint;
 caching and training on demand are ``analysis.checkpoints``' job. ``pretrain_key`` and
@@ -20,13 +44,14 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from tqdm.auto import tqdm
+from transformers import BatchEncoding
 
 from . import models
 from .cache import config_key, save_atomic, write_json_atomic
@@ -43,8 +68,10 @@ TRAIN_FIELDS = ("pretrain_steps", "pretrain_seed", "batch_size", "lr", "weight_d
 
 
 def pretrain_key(model_name: str, cfg) -> dict:
-    """What names a pretrained encoder: model, tokenizer (corpus), architecture and training."""
-    return {"model": model_name, **tokenizer_key(cfg), **cfg.subset(*MODEL_FIELDS, *TRAIN_FIELDS)}
+    """What names a pretrained encoder: model, tokenizer (corpus), architecture and training
+    (with the precision it trains at when not float32: ``precision_key``)."""
+    return {"model": model_name, **tokenizer_key(cfg), **cfg.subset(*MODEL_FIELDS, *TRAIN_FIELDS),
+            **precision_key(cfg)}
 
 
 def random_key(model_name: str, cfg) -> dict:
@@ -57,6 +84,90 @@ def run_seed(cfg) -> int:
     twin's), batch order and masks. The corpus and its splits keep ``cfg.seed``, so every run
     is scored on the same test items."""
     return cfg.seed + cfg.pretrain_seed
+
+
+def _state() -> PartialState:
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def training_device() -> torch.device:
+    """The device ``fit`` trains on: this process's GPU when CUDA is available (one per process
+    under ``accelerate launch``), else the CPU."""
+    return _state().device
+
+
+def is_main_process() -> bool:
+    """Whether this process writes results (always, unless launched as several)."""
+    return _state().is_main_process
+
+
+def wait_for_everyone() -> None:
+    """Wait until every process gets here (nothing to wait for in one process)."""
+    _state().wait_for_everyone()
+
+
+def model_device(model) -> torch.device:
+    """The device of ``model``'s parameters (the CPU for a model without any)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def to_device(batch, device):
+    """``batch`` with every tensor on ``device``: a tensor, or tuples, lists and dicts of them
+    (a tokenizer's ``BatchEncoding`` keeps its offsets); other values unchanged. Tensors already
+    there are returned as they are. A copy to a GPU is non-blocking (safe from pageable memory);
+    batches are not pinned: pinning here, in the training thread, costs one more host copy
+    than the asynchronous copy saves."""
+    device = torch.device(device)
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=device.type == "cuda")
+    if isinstance(batch, BatchEncoding):
+        return batch.to(device, non_blocking=device.type == "cuda")
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def precision(requested: str) -> str:
+    """The mixed precision ``fit`` runs at: ``requested`` (a profile's ``mixed_precision``) on
+    CUDA, "no" (float32) on the CPU."""
+    return requested if torch.cuda.is_available() else "no"
+
+
+def precision_key(cfg) -> dict:
+    """The training precision's part of a cache key: nothing at float32 (every CPU run, so no
+    CPU key depends on it), ``{"mixed_precision": ...}`` otherwise: it changes the weights."""
+    used = precision(cfg.mixed_precision)
+    return {} if used == "no" else {"mixed_precision": used}
+
+
+def shard(batch, rank: int, world: int):
+    """Process ``rank``'s slice of a global batch among ``world`` processes: rows
+    [rank B // world, (rank + 1) B // world), so the slices are disjoint and, concatenated in
+    rank order, are the batch. A tensor is sliced along its first axis; a tuple or a dict holds
+    fields (each sliced); a list holds examples (sliced)."""
+    if world == 1:
+        return batch
+    if isinstance(batch, tuple):
+        return tuple(shard(b, rank, world) for b in batch)
+    if isinstance(batch, Mapping):
+        return {k: shard(v, rank, world) for k, v in batch.items()}
+    if isinstance(batch, (torch.Tensor, list)):
+        n = len(batch)
+        return batch[rank * n // world:(rank + 1) * n // world]
+    raise TypeError(f"cannot split a batch of type {type(batch).__name__} across {world} processes: "
+                    "expected a tensor, a tuple or dict of tensors, or a list of examples")
+
+
+def batch_rows(batch) -> int:
+    """The number of examples in a batch (``shard``'s conventions): ``fit``'s default count."""
+    if isinstance(batch, tuple):
+        return batch_rows(batch[0])
+    if isinstance(batch, Mapping):
+        return batch_rows(next(iter(batch.values())))
+    return len(batch)
 
 
 def mask_tokens(ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: int, prob: float,
@@ -92,54 +203,95 @@ def parameter_groups(params: list, weight_decay: float) -> list[dict]:
 
 def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weight_decay: float,
         warmup: int, state_dir: Path | None = None, log_every: int = 10, desc: str = "training",
-        extra_params=(), generators: Sequence[torch.Generator] = ()) -> pd.DataFrame:
+        extra_params=(), generators: Sequence[torch.Generator] = (), count: Callable = batch_rows,
+        mixed_precision: str = "no") -> pd.DataFrame:
     """The shared loop: AdamW + linear warm-up/decay for ``steps`` steps over ``batches``,
     resuming from ``state_dir``. Returns the log (step, loss, seconds).
+
+    The model is moved to ``training_device()`` and each batch (this process's ``shard`` of it)
+    with ``to_device``; ``extra_params`` must already be there. ``loss_fn(model, batch)`` is a
+    mean over the batch's ``count(batch)`` items (rows by default; masked tokens for masked-LM),
+    which weights each process's loss (module docstring). ``mixed_precision`` applies on CUDA only.
 
     Every ``CHECKPOINT_EVERY`` steps ``state_dir/state.pt`` records all the loop depends on:
     weights (and ``extra_params``), optimiser, schedule, the position of ``batches``
     (``batches.state()``; iterators with only ``skip(n)`` are fast-forwarded instead), torch's
-    global RNG (dropout) and the states of ``generators`` (e.g. the loss's masking generator).
+    global RNG (dropout) and the states of ``generators`` (e.g. the masking generator).
     So a run interrupted and resumed ends with bit for bit the weights of one never
     interrupted. The state is read with ``weights_only=True`` (tensors, numbers, strings, lists,
     dicts: never code). A non-finite loss raises ``FloatingPointError`` naming the step and the
     learning rate."""
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision(mixed_precision),
+                              device_placement=False)  # placement is ours: training_device, to_device
+    device = training_device()
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
     opt = torch.optim.AdamW(parameter_groups(params, weight_decay), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_schedule(warmup, steps))
-    model, opt = accelerator.prepare(model, opt)
-    parts = {"model": accelerator.unwrap_model(model), "opt": opt, "sched": sched, "batches": batches,
+    opt = accelerator.prepare(opt)  # fp16: loss scaling
+    parts = {"model": model, "opt": opt, "sched": sched, "batches": batches,
              "extra": list(extra_params), "generators": list(generators)}
     state_file = state_dir / "state.pt" if state_dir is not None else None
     start, rows, elapsed, window = _resume(state_file, parts, desc)
     model.train()
     t0 = time.perf_counter()
-    quiet = {"disable": True} if in_worker() else {}  # else tqdm's defaults ($TQDM_DISABLE)
+    quiet = {"disable": True} if in_worker() or not accelerator.is_main_process else {}  # else tqdm's defaults
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=False, **quiet)
     for step in bar:
-        loss = loss_fn(model, next(batches))
-        value = loss.item()
+        loss = _local_loss(accelerator, model, loss_fn, next(batches), count, f"{desc}, step {step + 1}")
+        value = (accelerator.reduce(loss.detach(), "mean") if accelerator.num_processes > 1 else loss).item()
         if not math.isfinite(value):
             raise FloatingPointError(
                 f"{desc}: the loss is {value} at step {step + 1} of {steps} (learning rate "
                 f"{sched.get_last_lr()[0]:.3g} after warm-up/decay, peak {lr:.3g}); training diverged "
                 "and nothing is cached: lower the learning rate (-p lr ...) or check the data")
         accelerator.backward(loss)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if accelerator.num_processes > 1:
+            _average_gradients(accelerator, params)
+        accelerator.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         window.append(value)
         if (step + 1) % log_every == 0 or step + 1 == steps:
             rows.append({"step": step + 1, "loss": float(np.mean(window)),
-                         "seconds": elapsed + time.perf_counter() - t0})
+                          "seconds": elapsed + time.perf_counter() - t0})
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
             window = []
         if state_file is not None and (step + 1) % CHECKPOINT_EVERY == 0 and step + 1 < steps:
-            _save_state(state_file, parts, step + 1, rows, elapsed + time.perf_counter() - t0, window)
+            if accelerator.is_main_process:
+                _save_state(state_file, parts, step + 1, rows, elapsed + time.perf_counter() - t0, window)
+            accelerator.wait_for_everyone()
     model.eval()
     return pd.DataFrame(rows, columns=["step", "loss", "seconds"])
+
+
+def _local_loss(accelerator, model, loss_fn: Callable, batch, count: Callable, where: str) -> torch.Tensor:
+    """The loss of this process's slice of the global ``batch`` on the training device,
+    weighted so that the mean over the N processes is the loss of the whole batch: with n_p
+    items (``count``) in slice p, loss_p * N n_p / sum_q n_q (1 in one process)."""
+    n = accelerator.num_processes
+    if n == 1:
+        with accelerator.autocast():
+            return loss_fn(model, to_device(batch, training_device()))
+    counts = [count(shard(batch, r, n)) for r in range(n)]  # every process holds the whole batch
+    if min(counts) == 0:
+        raise ValueError(f"{where}: the batch splits over {n} processes into slices with {counts} items "
+                         "to average over; one has none: use a larger batch or fewer processes")
+    rank = accelerator.process_index
+    with accelerator.autocast():
+        loss = loss_fn(model, to_device(shard(batch, rank, n), training_device()))
+    return loss * (n * counts[rank] / sum(counts))
+
+
+def _average_gradients(accelerator, params: list) -> None:
+    """Replace each gradient by its mean over the processes (one all-reduce of them all)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), "mean")
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def _save_state(path: Path, parts: dict, step: int, rows: list, elapsed: float, window: list) -> None:
@@ -162,7 +314,7 @@ def _resume(path: Path | None, parts: dict, desc: str) -> tuple[int, list, float
     if path is None or not path.exists():
         return 0, [], 0.0, []
     try:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         missing = sorted({"step", "log", "elapsed", "window", "model", "opt", "sched", "extra", "batches",
                           "torch_rng", "generators", "cuda_rng"} - set(state))
         if missing or len(state["generators"]) != len(parts["generators"]):
@@ -257,20 +409,42 @@ def unigram_entropy(encoded: list[list[int]], special_ids: set[int]) -> float:
     return float(-(p * np.log(p)).sum())
 
 
+def masked(tokenizer, prob: float, gen: torch.Generator) -> Callable:
+    """A collate function for masked-LM: token-id lists -> (inputs, attention mask, labels),
+    each r(B L): ``padded``, then ``mask_tokens`` at ``prob`` drawing from ``gen``, on the CPU,
+    so the masks are the same on every device and in every process."""
+    pad = padded(tokenizer.pad_token_id)
+
+    def collate(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids, mask = pad(seqs)
+        inputs, labels = mask_tokens(ids, _special(ids, mask, tokenizer), tokenizer.mask_token_id,
+                                     len(tokenizer), prob, gen)
+        return inputs, mask, labels
+    return collate
+
+
+def mlm_objective(model, batch) -> torch.Tensor:
+    """The masked-token cross-entropy of a ``masked`` batch (mean over its masked tokens)."""
+    inputs, mask, labels = batch
+    return model(input_ids=inputs, attention_mask=mask, labels=labels).loss
+
+
+def masked_count(batch) -> int:
+    """The number of masked tokens of a ``masked`` batch: what ``mlm_objective`` averages over."""
+    return int((batch[2] != -100).sum())
+
+
 @torch.no_grad()
 def mlm_loss(model, encoded: list[list[int]], tokenizer, cfg, seed: int = 1234) -> float:
-    """Mean masked-token cross-entropy on ``encoded`` with fixed, seeded masks."""
+    """Mean masked-token cross-entropy on ``encoded`` with fixed, seeded masks, on the model's device."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    batches = Batches(encoded, cfg.batch_size, seed, padded(tokenizer.pad_token_id))
+    batches = Batches(encoded, cfg.batch_size, seed, masked(tokenizer, cfg.mask_prob, gen))
     total, count = 0.0, 0
     for _ in range(max(1, math.ceil(len(encoded) / batches.batch_size))):
-        ids, mask = next(batches)
-        inputs, labels = mask_tokens(ids, _special(ids, mask, tokenizer), tokenizer.mask_token_id,
-                                     len(tokenizer), cfg.mask_prob, gen)
-        out = model(input_ids=inputs, attention_mask=mask, labels=labels)
-        n = int((labels != -100).sum())
-        total, count = total + out.loss.item() * n, count + n
+        batch = to_device(next(batches), model_device(model))
+        n = masked_count(batch)
+        total, count = total + mlm_objective(model, batch).item() * n, count + n
     return total / max(count, 1)
 
 
@@ -287,7 +461,8 @@ def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts
                   valid_texts=None, key: dict | None = None) -> None:
     """Pretrain ``model_name`` under ``cfg`` with masked-LM and write its checkpoint (weights,
     tokenizer, ``log.csv``, ``meta.json`` with the held-out MLM loss and the unigram baseline)
-    to ``out``. ``texts``, ``tokenizer``, ``valid_texts`` replace the profile's data (tests)."""
+    to ``out`` (the main process; the others wait for it). ``texts``, ``tokenizer``,
+    ``valid_texts`` replace the profile's data (tests)."""
     tokenizer = tokenizer or load_tokenizer(cfg)
     texts = texts if texts is not None else pretraining_texts(cfg)
     if valid_texts is None:
@@ -295,16 +470,12 @@ def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts
     encoded = _encode(tokenizer, texts, cfg.max_length)
     model = models.build(model_name, cfg, len(tokenizer), tokenizer.pad_token_id, run_seed(cfg))
     gen = torch.Generator().manual_seed(run_seed(cfg))
-    batches = Batches(encoded, cfg.batch_size, run_seed(cfg), padded(tokenizer.pad_token_id))
-
-    def loss_fn(m, batch):
-        ids, mask = batch
-        inputs, labels = mask_tokens(ids, _special(ids, mask, tokenizer), tokenizer.mask_token_id,
-                                     len(tokenizer), cfg.mask_prob, gen)
-        return m(input_ids=inputs, attention_mask=mask, labels=labels).loss
-
-    log = fit(model, batches, loss_fn, cfg.pretrain_steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
-              state_dir, cfg.log_every, desc=f"pretraining {model_name}", generators=(gen,))
+    batches = Batches(encoded, cfg.batch_size, run_seed(cfg), masked(tokenizer, cfg.mask_prob, gen))
+    log = fit(model, batches, mlm_objective, cfg.pretrain_steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
+              state_dir, cfg.log_every, desc=f"pretraining {model_name}", generators=(gen,), count=masked_count,
+              mixed_precision=cfg.mixed_precision)
+    if not is_main_process():  # the main process writes the checkpoint; the others wait for it
+        return wait_for_everyone()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     log.to_csv(out / "log.csv", index=False)
@@ -315,3 +486,4 @@ def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts
             "valid_mlm_loss": mlm_loss(model, valid, tokenizer, cfg) if valid else None,
             "train_sequences": len(encoded), "key": config_key(key or pretrain_key(model_name, cfg), PRETRAIN_VERSION)}
     write_json_atomic(out / "meta.json", meta)
+    wait_for_everyone()

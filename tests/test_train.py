@@ -311,3 +311,155 @@ def test_a_damaged_checkpoint_is_retrained_not_failing_forever(cache_dir, damage
     after = _weights(again)
     assert all(torch.equal(before[k], after[k]) for k in before)  # retrained: the same weights
     assert (again / "log.csv").is_file()
+
+
+def _pretrain_recorded(root: Path, crash_at: int | None = None) -> None:
+    """Pretrain a smoke CodeSSM into ``root`` (4 steps of 8 sequences, a scratch state every 2
+    steps), recording in ``root/rank<r>.pt`` the input ids each training forward received and
+    every write this process made (scratch state, checkpoint); a ``RuntimeError`` at the
+    ``crash_at``-th batch. Run in each process of ``accelerate.debug_launcher`` (forked: the
+    accelerate state the parent made is reset) or in this one."""
+    from accelerate import PartialState
+    from accelerate.state import AcceleratorState
+
+    import analysis.train as train
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    seen, writes, calls = [], [], {"n": 0}
+    build, mask, save = train.models.build, train.mask_tokens, train.save_atomic
+
+    def recording_build(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(
+            lambda m, a, kw: seen.append((kw["input_ids"].clone(), kw["labels"].clone())) if m.training else None,
+            with_kwargs=True)
+        save_pretrained = model.save_pretrained
+        model.save_pretrained = lambda *a, **kw: (writes.append("checkpoint"), save_pretrained(*a, **kw))[1]
+        return model
+
+    def crashing_mask(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            raise RuntimeError("killed")
+        return mask(*args, **kwargs)
+
+    def recording_save(path, write):
+        writes.append(Path(path).name)
+        return save(path, write)
+
+    cfg = config.profile("smoke", pretrain_steps=4, log_every=1, dropout=0.0, warmup_steps=1, batch_size=8)
+    train.models.build, train.mask_tokens, train.save_atomic, train.CHECKPOINT_EVERY = \
+        recording_build, crashing_mask, recording_save, 2
+    try:
+        (root / "state").mkdir(parents=True, exist_ok=True)
+        train.pretrain_into("codessm", cfg, root / "out", root / "state", TEXTS, _tiny_tokenizer(TEXTS), TEXTS[:4])
+    finally:
+        train.models.build, train.mask_tokens, train.save_atomic, train.CHECKPOINT_EVERY = build, mask, save, 100
+        torch.save({"seen": seen, "writes": writes}, root / f"rank{PartialState().process_index}.pt")
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_two_processes_take_the_steps_of_one_on_the_whole_batch(tmp_path, monkeypatch):
+    """Data parallelism, simulated with 2 CPU processes (gloo) on a smoke CodeSSM: each process
+    trains on its own half of every global batch (disjoint, together the batch), the weights
+    after 4 steps are those of one process on the whole batches (masked-LM: each process's
+    loss weighted by its share of the masked tokens), only the main process writes (the
+    scratch state and the checkpoint), and a 2-process run killed after its scratch state
+    resumes, in 2 processes, to the weights of the uninterrupted one, bit for bit."""
+    from accelerate import debug_launcher
+    from safetensors.torch import load_file
+    import pandas as pd
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # else accelerate gives each process 2 threads
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    _pretrain_recorded(tmp_path / "one")
+    debug_launcher(_pretrain_recorded, args=(tmp_path / "two",), num_processes=2)
+    one, rank0, rank1 = (torch.load(tmp_path / r, weights_only=True) for r in ("one/rank0.pt", "two/rank0.pt", "two/rank1.pt"))
+    assert len(one["seen"]) == len(rank0["seen"]) == len(rank1["seen"]) == 4
+    for (whole, labels), (a, la), (b, lb) in zip(one["seen"], rank0["seen"], rank1["seen"]):
+        assert len(whole) == 8 and len(a) == len(b) == 4 and torch.equal(torch.cat([a, b]), whole)
+        assert torch.equal(torch.cat([la, lb]), labels)
+    masked = [(int((la != -100).sum()), int((lb != -100).sum())) for (_, la), (_, lb) in zip(rank0["seen"], rank1["seen"])]
+    assert any(m0 != m1 for m0, m1 in masked), masked  # so an unweighted mean of the two losses would differ
+    assert one["writes"] == rank0["writes"] == ["state.pt", "checkpoint"] and rank1["writes"] == []
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["out", "rank0.pt", "rank1.pt", "state"]
+    w1, w2 = load_file(tmp_path / "one/out/model.safetensors"), load_file(tmp_path / "two/out/model.safetensors")
+    assert w1.keys() == w2.keys()
+    assert all(torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6) for k in w1)
+    log1, log2 = pd.read_csv(tmp_path / "one/out/log.csv"), pd.read_csv(tmp_path / "two/out/log.csv")
+    assert log2["loss"].tolist() == pytest.approx(log1["loss"].tolist(), rel=1e-6)  # gathered: the whole batch's
+
+    with pytest.raises(Exception, match="killed"):
+        debug_launcher(_pretrain_recorded, args=(tmp_path / "resumed", 3), num_processes=2)
+    assert not (tmp_path / "resumed/out").exists() and (tmp_path / "resumed/state/state.pt").exists()
+    debug_launcher(_pretrain_recorded, args=(tmp_path / "resumed",), num_processes=2)
+    again = torch.load(tmp_path / "resumed/rank0.pt", weights_only=True)
+    assert len(again["seen"]) == 2  # steps 3 and 4: resumed at the step-2 state
+    w3 = load_file(tmp_path / "resumed/out/model.safetensors")
+    assert all(torch.equal(w2[k], w3[k]) for k in w2)
+    assert pd.read_csv(tmp_path / "resumed/out/log.csv")["loss"].tolist() == log2["loss"].tolist()
+
+
+def test_shards_are_disjoint_slices_that_make_up_the_batch():
+    from analysis.train import batch_rows, shard
+
+    ids, examples = torch.arange(10).reshape(5, 2), [{"q": i} for i in range(5)]
+    batch = (ids, {"mask": ids > 3, "labels": ids}, examples)
+    parts = [shard(batch, r, 2) for r in range(2)]
+    assert [batch_rows(p) for p in parts] == [2, 3]
+    assert torch.equal(torch.cat([p[0] for p in parts]), ids) and [p[2] for p in parts] == [examples[:2], examples[2:]]
+    assert torch.equal(parts[1][1]["mask"], ids[2:] > 3)
+    assert shard(batch, 0, 1) is batch
+    with pytest.raises(TypeError, match="cannot split a batch of type set across 2 processes"):
+        shard({1, 2}, 0, 2)
+
+
+def test_a_process_slice_with_nothing_to_average_is_a_clear_error_on_every_process():
+    """Every process holds the whole batch, so each finds the empty slice and all stop together
+    (none waits forever for the others' gradients)."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from analysis.train import _local_loss, masked_count
+
+    def batch(labels):
+        labels = torch.tensor(labels)
+        return labels.clamp(min=0), torch.ones_like(labels), labels
+
+    for rank in (0, 1):
+        accelerator = SimpleNamespace(num_processes=2, process_index=rank, autocast=contextlib.nullcontext)
+        with pytest.raises(ValueError, match=r"step 3: .* slices with \[0, 3\] items .* use a larger batch"):
+            _local_loss(accelerator, None, None, batch([[-100, -100], [5, -100], [7, 8]]), masked_count, "step 3")
+    accelerator = SimpleNamespace(num_processes=3, process_index=2, autocast=contextlib.nullcontext)
+    weighted = _local_loss(accelerator, None, lambda m, b: torch.tensor(2.0), batch([[5, -100], [-100, 6], [7, 8]]),
+                           masked_count, "step 3")
+    assert weighted.item() == pytest.approx(2.0 * 3 * 2 / 4)  # slice 2 holds 2 of the 4 masked tokens
+
+
+def test_mixed_precision_is_used_and_keyed_only_on_cuda(monkeypatch):
+    """On the CPU every run trains in float32 and no cache key names the precision (so no CPU
+    key changed); with CUDA, ``paper``'s bf16 reaches the accelerator and the keys."""
+    import analysis.train as train
+    from analysis.data.tokenizer import tokenizer_key
+    from analysis.finetune import finetune_key
+
+    asked = []
+
+    class Recording(train.Accelerator):
+        def __init__(self, **kwargs):
+            asked.append(kwargs["mixed_precision"])
+            super().__init__(**{**kwargs, "mixed_precision": "no"})
+    monkeypatch.setattr(train, "Accelerator", Recording)
+    train.fit(torch.nn.Linear(2, 1), itertools.repeat(torch.ones(3, 2)), lambda m, b: m(b).sum() ** 2, 1, 0.1, 0.0,
+              1, mixed_precision="bf16")
+    assert asked == ["no"]
+    for name in ("smoke", "default", "paper"):
+        cfg = config.profile(name)
+        assert train.pretrain_key("codessm", cfg) == {
+            "model": "codessm", **tokenizer_key(cfg), **cfg.subset(*train.MODEL_FIELDS, *train.TRAIN_FIELDS)}
+        assert "mixed_precision" not in finetune_key({}, "search", cfg, 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train.precision_key(config.profile("paper")) == {"mixed_precision": "bf16"}
+    assert train.pretrain_key("codessm", config.profile("paper"))["mixed_precision"] == "bf16"
+    assert finetune_key({}, "types", config.profile("paper"), 0)["mixed_precision"] == "bf16"
+    assert "mixed_precision" not in train.pretrain_key("codessm", config.profile("smoke"))

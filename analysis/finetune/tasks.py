@@ -15,6 +15,10 @@ and evaluated by MRR of each query's function among the test pool (``metrics``).
 Type inference is token classification: a linear head on the last hidden layer predicts
 the removed annotation of each annotated identifier; the label sits on the identifier's
 first subword, every other position is ignored (-100).
+
+Devices: the losses take their batches on the model's device (the training loop and the
+fine-tuning losses move them there); ``embed`` and ``type_predictions`` move each batch to
+``model_device(model)`` and return their results on the CPU.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models import encoder_states
+from ..train import model_device, to_device
 
 IGNORE = -100
 
@@ -60,18 +65,19 @@ def tokenize(tokenizer, texts: list[str], max_length: int | None):
 @torch.no_grad()
 def embed(model, tokenizer, texts: list[str], max_length: int | None, batch_size: int = 16,
           progress: bool = False, layer: int = -1) -> torch.Tensor:
-    """Normalised mean-pooled embeddings of ``texts``: [n, dim], from the last hidden layer
-    (``layer=0``: the token embeddings alone, before any layer mixes in context)."""
+    """Normalised mean-pooled embeddings of ``texts``: [n, dim] on the CPU, from the last hidden
+    layer (``layer=0``: the token embeddings alone, before any layer mixes in context)."""
 
     model.eval()
+    device = model_device(model)
     order = np.argsort([len(t) for t in texts])  # similar lengths share a batch
     out = [None] * len(texts)
     starts = range(0, len(texts), batch_size)
     for s in tqdm(starts, desc="embedding", disable=not progress, leave=False):
         idx = order[s:s + batch_size]
-        enc = tokenize(tokenizer, [texts[i] for i in idx], max_length)
+        enc = to_device(tokenize(tokenizer, [texts[i] for i in idx], max_length), device)
         hidden = encoder_states(model, enc["input_ids"], enc["attention_mask"])[layer]
-        vec = mean_pool(hidden, enc["attention_mask"])
+        vec = mean_pool(hidden, enc["attention_mask"]).cpu()
         for k, i in enumerate(idx):
             out[i] = vec[k]
     return torch.stack(out) if out else torch.empty(0)
@@ -115,14 +121,17 @@ def type_loss(model, head: TypeHead, batch: dict) -> torch.Tensor:
 @torch.no_grad()
 def type_predictions(model, head: TypeHead, tokenizer, examples: list[dict], max_length: int | None,
                      batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(gold, predicted) labels of every labelled identifier in ``examples``."""
+    """(gold, predicted) labels of every labelled identifier in ``examples``. The ``head`` is
+    moved to the model's device."""
     model.eval()
+    device = model_device(model)
+    head.to(device)
     gold, pred = [], []
     for s in range(0, len(examples), batch_size):
         batch = type_batch(tokenizer, examples[s:s + batch_size], max_length)
-        logits = head(encode(model, batch["input_ids"], batch["attention_mask"]))
+        logits = head(encode(model, *to_device((batch["input_ids"], batch["attention_mask"]), device)))
         keep = batch["labels"] != IGNORE
         gold.append(batch["labels"][keep].numpy())
-        pred.append(logits.argmax(-1)[keep].numpy())
+        pred.append(logits.argmax(-1).cpu()[keep].numpy())
     return (np.concatenate(gold) if gold else np.array([], int),
             np.concatenate(pred) if pred else np.array([], int))

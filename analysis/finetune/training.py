@@ -9,7 +9,9 @@ examples, inputs truncated to the pretraining context ``cfg.max_length``:
 - ``types``: a linear token-classification head on the last layer (saved beside the encoder).
 
 The result is an ordinary Hugging Face checkpoint directory (plus ``type_head.pt`` for
-``types``). Which base encoder, and caching, are ``analysis.checkpoints``' job.
+``types``), written by the main process. Which base encoder, and caching, are
+``analysis.checkpoints``' job. Training runs on ``train.training_device()`` (the GPU when
+there is one), and ``load_finetuned`` puts the encoder and its head there too.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from ..cache import write_json_atomic
 from ..data import finetune_dataset, type_label_names
 from ..data.corpus import corpus_key
 from ..data.finetune_sets import TASKS
-from ..train import Batches, fit
+from ..train import Batches, fit, is_main_process, model_device, precision_key, to_device, training_device, \
+    wait_for_everyone
 from .tasks import TypeHead, contrastive_loss, encode, mean_pool, tokenize, type_batch, type_loss
 
 FT_RUN_VERSION = "4"  # 3: encoders saved as base model + head; 4: last layer read after the final norm
@@ -39,20 +42,22 @@ def check_task(task: str) -> None:
 
 def finetune_key(base: dict, task: str, cfg, seed: int) -> dict:
     """What names a fine-tuning run: its base encoder's key, the task, the corpus, the
-    fine-tuning fields and the run's own seed. The corpus key carries the profile's seed
-    (which drew the corpus), so seeds 0, 1, 2 are three runs on one corpus."""
-    return {"base": base, "task": task, **corpus_key(cfg), **cfg.subset(*FIELDS), "finetune_seed": int(seed)}
+    fine-tuning fields, the run's own seed and the training precision when not float32
+    (``train.precision_key``). The corpus key carries the profile's seed (which drew the
+    corpus), so seeds 0, 1, 2 are three runs on one corpus."""
+    return {"base": base, "task": task, **corpus_key(cfg), **cfg.subset(*FIELDS), "finetune_seed": int(seed),
+            **precision_key(cfg)}
 
 
 def _loss_fn(task: str, tokenizer, cfg, head):
     if task == "types":
         def loss_fn(m, examples):
-            return type_loss(m, head, type_batch(tokenizer, examples, cfg.max_length))
+            return type_loss(m, head, to_device(type_batch(tokenizer, examples, cfg.max_length), model_device(m)))
         return loss_fn
 
     def loss_fn(m, examples):
-        q = tokenize(tokenizer, [e["query"] for e in examples], cfg.max_length)
-        c = tokenize(tokenizer, [e["code"] for e in examples], cfg.max_length)
+        q = to_device(tokenize(tokenizer, [e["query"] for e in examples], cfg.max_length), model_device(m))
+        c = to_device(tokenize(tokenizer, [e["code"] for e in examples], cfg.max_length), model_device(m))
         eq = mean_pool(encode(m, q["input_ids"], q["attention_mask"]), q["attention_mask"])
         ec = mean_pool(encode(m, c["input_ids"], c["attention_mask"]), c["attention_mask"])
         return contrastive_loss(eq, ec)
@@ -72,28 +77,34 @@ def train_task(net, tokenizer, task: str, cfg, seed: int, out: Path, state_dir: 
     batches = Batches(train, cfg.finetune_batch_size, seed)
     torch.manual_seed(seed)
     head = TypeHead(net.config.hidden_size, len(type_label_names(cfg))) if task == "types" else None
+    if head is not None:
+        head.to(training_device())  # fit moves the encoder there
     steps = cfg.finetune_steps
     log = fit(net, batches, _loss_fn(task, tokenizer, cfg, head), steps, cfg.finetune_lr, cfg.weight_decay,
               max(1, steps // 10), state_dir, max(1, min(cfg.log_every, steps)), desc=desc,
-              extra_params=list(head.parameters()) if head is not None else ())
+              extra_params=list(head.parameters()) if head is not None else (), mixed_precision=cfg.mixed_precision)
+    if not is_main_process():  # the main process writes the checkpoint; the others wait for it
+        return wait_for_everyone()
     net.save_pretrained(out)
     tokenizer.save_pretrained(out)
     if head is not None:
-        torch.save(head.state_dict(), out / "type_head.pt")
+        torch.save(head.cpu().state_dict(), out / "type_head.pt")
     log.to_csv(out / "log.csv", index=False)
     write_json_atomic(out / "meta.json", {
         **(meta or {}), "task": task, "seed": seed, "train_examples": len(train),
         "train_seconds": float(log["seconds"].iloc[-1]) if len(log) else 0.0})
+    wait_for_everyone()
 
 
 def load_finetuned(path: Path):
-    """(encoder, tokenizer, type head or None) of a fine-tuned checkpoint directory."""
+    """(encoder, tokenizer, type head or None) of a fine-tuned checkpoint directory, the encoder
+    and head on ``train.training_device()``."""
     net, tokenizer = models.load_checkpoint(path)
     head = None
     if (Path(path) / "type_head.pt").exists():
-        state = torch.load(Path(path) / "type_head.pt", weights_only=True)
+        state = torch.load(Path(path) / "type_head.pt", map_location="cpu", weights_only=True)
         head = TypeHead(state["proj.weight"].shape[1], state["proj.weight"].shape[0])
         head.load_state_dict(state)
-        head.eval()
-    return net, tokenizer, head
+        head.eval().to(training_device())
+    return net.to(training_device()), tokenizer, head
 

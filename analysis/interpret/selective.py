@@ -17,11 +17,17 @@ difference clamped to <= 0), so no product of many small factors is formed.
 ``effective_kernels`` averages alpha along its diagonals (lag i - j), an input-dependent kernel
 by lag that ``analysis.interpret.spectrum`` can analyse; ``lti_kernels`` is the decay of the
 state alone at a fixed step size, the time-invariant part of the same kernel.
+
+Devices: the functions that run a model move their inputs to the model's device
+(``train.model_device``) and return there; ``mean_effective_kernels`` and
+``median_step_lti_kernels``, the summaries the book plots, return on the CPU.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..train import model_device, to_device
 
 DIRECTIONS = ("forward", "backward")
 
@@ -61,7 +67,7 @@ def attention_from_scan_inputs(inputs: dict, attention_mask: torch.Tensor | None
     b, d, L = dt.shape
     Bc, Cc = _per_channel(inputs["B"].float(), d), _per_channel(inputs["C"].float(), d)
     if channels is not None:
-        sel = torch.arange(d)[channels].reshape(-1)
+        sel = torch.arange(d, device=dt.device)[channels].reshape(-1)
         dt, A = dt[:, sel], A[sel]
         Bc = Bc if Bc.shape[1] == 1 else Bc[:, sel]
         Cc = Cc if Cc.shape[1] == 1 else Cc[:, sel]
@@ -77,7 +83,7 @@ def attention_from_scan_inputs(inputs: dict, attention_mask: torch.Tensor | None
         alpha += left * decay * right
     alpha *= lower
     if attention_mask is not None:
-        m = attention_mask.to(dtype)
+        m = attention_mask.to(alpha.device, dtype)
         alpha *= m[:, None, :, None] * m[:, None, None, :]
     return alpha
 
@@ -109,11 +115,12 @@ def hidden_attention(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     direction = _direction(direction)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
+    input_ids, attention_mask = to_device((input_ids, attention_mask), model_device(model))
     inputs = model.scan_inputs(input_ids, attention_mask)[layer][direction]
     alpha = attention_from_scan_inputs(inputs, attention_mask, channels, dtype)
     if token_order and direction == "backward":
         idx = _reverse_index(attention_mask)                            # [b, L]
-        bi = torch.arange(alpha.shape[0])[:, None, None]
+        bi = torch.arange(alpha.shape[0], device=alpha.device)[:, None, None]
         alpha = alpha[bi, :, idx[:, :, None], idx[:, None, :]].permute(0, 3, 1, 2)
     return alpha
 
@@ -150,6 +157,7 @@ def median_step_size(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     direction = _direction(direction)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
+    input_ids, attention_mask = to_device((input_ids, attention_mask), model_device(model))
     dt = _step_size(model.scan_inputs(input_ids, attention_mask)[layer][direction])   # [b, d, L]
     real = attention_mask.bool()[:, None, :].expand_as(dt)
     return dt.permute(1, 0, 2)[real.permute(1, 0, 2)].view(dt.shape[1], -1).median(-1).values
@@ -165,8 +173,8 @@ def lti_kernels(model, layer: int, direction, delta, length: int) -> torch.Tenso
     tensor such as ``median_step_size(...)``). It leaves out B_j, C_i and the Delta_j input
     scale, which are input-dependent: it is the decay profile of the state alone."""
     A = -torch.exp(_mixer(model, layer, direction).A_log.float())      # [d, n]
-    delta = torch.as_tensor(delta, dtype=torch.float32).reshape(-1, 1, 1)
-    l = torch.arange(length, dtype=torch.float32)
+    delta = torch.as_tensor(delta, dtype=torch.float32, device=A.device).reshape(-1, 1, 1)
+    l = torch.arange(length, dtype=torch.float32, device=A.device)
     return torch.exp(l * delta * A[..., None]).sum(1)                  # [d, length]
 
 
@@ -187,7 +195,7 @@ def mean_effective_kernels(model, input_ids: torch.Tensor, attention_mask: torch
                 total = total + effective_kernels(alpha, attention_mask[s:s + chunk]).sum(0)
             per_dir.append(total / n)
         out.append(torch.stack(per_dir))
-    return torch.stack(out)
+    return torch.stack(out).cpu()
 
 
 @torch.no_grad()
@@ -198,4 +206,4 @@ def median_step_lti_kernels(model, input_ids: torch.Tensor, attention_mask: torc
     length = length or input_ids.shape[1]
     return torch.stack([torch.stack([
         lti_kernels(model, layer, d, median_step_size(model, input_ids, attention_mask, layer, d), length)[channels]
-        for d in ("forward", "backward")]) for layer in range(model.config.num_hidden_layers)])
+        for d in ("forward", "backward")]) for layer in range(model.config.num_hidden_layers)]).cpu()

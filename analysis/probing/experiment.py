@@ -35,6 +35,7 @@ from .. import checkpoints
 from ..cache import cached
 from ..data import probe_dataset
 from ..data.probes import TASKS, probe_data_key
+from ..train import training_device
 from ..workers import run_jobs
 from .directprobe import directprobe
 from .features import pair_features
@@ -136,7 +137,7 @@ def _probe_artifact(model: str, task: str, cfg, checkpoint: str, layers, progres
     def build(out: Path) -> None:
         data = probe_dataset(cfg, task)
         net, tokenizer = encoder.load()
-        states = hidden_states(net, tokenizer, data.functions, layers=layers, progress=progress)
+        states = hidden_states(net.to(training_device()), tokenizer, data.functions, layers=layers, progress=progress)
         rows, items = _probe_layers(data, states, layers, cfg, progress)
         pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
         items.to_csv(out / "items.csv", index=False)
