@@ -254,11 +254,15 @@ def test_column_generation_equals_the_qp_on_every_pair():
         assert hull_distance(A, B) == pytest.approx(dp._min_norm_point(every)[0], rel=2 * dp.GAP, abs=1e-12)
 
 
-def test_an_nnls_that_stops_short_is_an_error(monkeypatch):
+def test_an_nnls_that_stops_short_is_polished_or_an_error(monkeypatch):
     import importlib
     dp = importlib.import_module("analysis.probing.directprobe")
     monkeypatch.setattr(dp, "nnls", lambda E, f, maxiter: (np.eye(E.shape[1])[0] * 0.5, 0.0))
     segment = np.array([[0.0, 1.0], [10.0, 0.0]])  # the nearest vertex is not the nearest point
+    # the stalled answer (the vertex (0, 1), distance 1) is polished to the foot of the
+    # perpendicular on x/10 + y = 1: distance 1 / sqrt(1 + 1/100)
+    assert hull_distance(segment, [[0.0, 0.0]]) == pytest.approx(1 / np.sqrt(1.01), rel=dp.GAP)
+    monkeypatch.setattr(dp, "_polish", lambda S, lam: lam)
     with pytest.raises(RuntimeError, match="short of its optimum"):
         hull_distance(segment, [[0.0, 0.0]])
     with pytest.raises(ValueError, match=r"B must be a non-empty point array \[n, 2\]"):
