@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .encoder import encoder_forward, init_standard, masked_lm_output, reverse_padded
+from .encoder import MaskedLMHead, encoder_forward, init_standard, reverse_padded
 from .scan import selective_scan
 
 
@@ -148,7 +148,7 @@ class BiMambaModel(BiMambaPreTrainedModel):
         return out
 
 
-class BiMambaForMaskedLM(BiMambaPreTrainedModel):
+class BiMambaForMaskedLM(MaskedLMHead, BiMambaPreTrainedModel):
     """BiMamba with a masked-language-modelling head (untied) on ``last_hidden_state``."""
 
     def __init__(self, config: BiMambaConfig):
@@ -156,13 +156,6 @@ class BiMambaForMaskedLM(BiMambaPreTrainedModel):
         self.bimamba = BiMambaModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size)
         self.post_init()
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def forward(self, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
-                return_dict=True, **kwargs):
-        return masked_lm_output(self.lm_head, self.bimamba(input_ids, attention_mask, output_hidden_states), labels)
 
     def scan_inputs(self, input_ids, attention_mask=None) -> list[dict]:
         """``BiMambaModel.scan_inputs`` of the encoder."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .encoder import encoder_forward, init_standard, masked_lm_output, reverse_padded
+from .encoder import MaskedLMHead, encoder_forward, init_standard, reverse_padded
 from .s4d import S4DConv, kernel_from_modes
 
 
@@ -137,7 +137,7 @@ class CodeSSMModel(CodeSSMPreTrainedModel):
         return kernel_from_modes(dA, CdB, length)
 
 
-class CodeSSMForMaskedLM(CodeSSMPreTrainedModel):
+class CodeSSMForMaskedLM(MaskedLMHead, CodeSSMPreTrainedModel):
     """CodeSSM with a masked-language-modelling head (untied) on ``last_hidden_state``."""
 
     def __init__(self, config: CodeSSMConfig):
@@ -145,13 +145,6 @@ class CodeSSMForMaskedLM(CodeSSMPreTrainedModel):
         self.codessm = CodeSSMModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size)
         self.post_init()
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def forward(self, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
-                return_dict=True, **kwargs):
-        return masked_lm_output(self.lm_head, self.codessm(input_ids, attention_mask, output_hidden_states), labels)
 
     def discrete_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``CodeSSMModel.discrete_modes`` of the encoder."""

@@ -71,3 +71,17 @@ def masked_lm_output(lm_head: nn.Module, base: BaseModelOutput, labels: torch.Te
     if labels is not None:
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
     return MaskedLMOutput(loss=loss, logits=logits, hidden_states=base.hidden_states)
+
+
+class MaskedLMHead:
+    """The masked-LM half of a ``XForMaskedLM`` (mixed in before its ``PreTrainedModel``): the
+    untied ``lm_head`` on the base model's ``last_hidden_state`` and the loss where labels are
+    given. The class sets ``self.<base_model_prefix>`` and ``self.lm_head``."""
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def forward(self, input_ids, attention_mask=None, labels=None, output_hidden_states=False,
+                return_dict=True, **kwargs):
+        # input_ids: [batch, length]; labels: [batch, length], -100 where not scored
+        return masked_lm_output(self.lm_head, self.base_model(input_ids, attention_mask, output_hidden_states), labels)
