@@ -118,6 +118,8 @@ class Profile:
     mask_prob: float = 0.15
     log_every: int = 10
     mixed_precision: str = "no"          # "no", "bf16" or "fp16" (GPU only; module docstring)
+    pretrain_whole_functions: bool = False  # packed rows hold whole functions (every window), not only their first max_length tokens
+    pretrain_docstrings: bool = True     # pretraining code keeps its docstrings (False: code as search sees it)
 
     # --- probing (analysis.probing) ---
     probe_functions_distance: int = 160
@@ -209,6 +211,7 @@ RANGES = {
     "energy_fraction": Range(0, 1, low_open=True),
     "ablation": OneOf((False, True)), "throughput_lengths": AT_LEAST_1, "throughput_batch": AT_LEAST_1,
     "mixed_precision": OneOf(MIXED_PRECISION),
+    "pretrain_whole_functions": OneOf((False, True)), "pretrain_docstrings": OneOf((False, True)),
     "probe_dfg_literals": OneOf((False, True)), "probe_siblings_below": OneOf((False, True)),
     "probe_string_quotes": OneOf((False, True)),
 }

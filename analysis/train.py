@@ -6,6 +6,15 @@ warm-up then linear decay) and seed. ``fit`` is shared with fine-tuning
 (``analysis.finetune``); ``Batches`` is the one batch iterator of both. Runs through
 ``accelerate``, so ``accelerate launch`` spreads it over GPUs; on this CPU it is a plain loop.
 
+Pretraining reads *packed rows* (``pack``): the tokenised functions (each ``<s> ... </s>``)
+concatenated in their seeded order, so consecutive functions are separated by ``</s><s>``, and
+cut into rows of exactly ``max_length`` tokens, as RoBERTa's full-sentence inputs: no step
+computes anything on padding. Each function contributes its first ``max_length`` tokens
+(``cfg.pretrain_whole_functions=False``, the text the padded batches held) or all of them
+(True: every window of a long function, not only its prefix). Masking is unchanged: BERT's
+80/10/10 at ``mask_prob`` over the non-special tokens (``<s>``/``</s>`` inside a row are never
+masked), and the LM head runs only at the masked positions (``models.encoder.masked_lm_output``).
+
 ``pretrain_into(model, cfg, out, state_dir)`` trains one model and writes its checkpoint;
 caching and training on demand are ``analysis.checkpoints``' job. ``pretrain_key`` and
 ``random_key`` name a pretrained and a random-init encoder in every cache key. Partial state
@@ -34,12 +43,12 @@ from .data import finetune_dataset, load_tokenizer, pretraining_texts
 from .data.tokenizer import tokenizer_key
 from .workers import in_worker
 
-PRETRAIN_VERSION = "2"  # 2: base model + head (state-dict keys ``codessm.*``, ``bimamba.*``), RoCoder's own model_type
+PRETRAIN_VERSION = "3"  # 2: base model + head (state-dict keys ``codessm.*``, ``bimamba.*``); 3: packed rows
 CHECKPOINT_EVERY = 100
 MODEL_FIELDS = ("d_model", "n_layers", "d_state", "n_kernels", "hf_conv_width", "n_heads",
                 "mamba_d_state", "mamba_expand", "mamba_d_conv", "dropout")
 TRAIN_FIELDS = ("pretrain_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "mask_prob",
-                "max_length", "log_every")
+                "max_length", "log_every", "pretrain_whole_functions", "pretrain_docstrings")
 
 
 def pretrain_key(model_name: str, cfg) -> dict:
@@ -194,7 +203,7 @@ class Batches:
     save and restore the position exactly, for resuming; ``skip(n)`` fast-forwards n batches."""
 
     def __init__(self, items: list, batch_size: int, seed: int, collate: Callable = list):
-        if not items:
+        if len(items) == 0:
             raise ValueError("no training items")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -244,6 +253,26 @@ def padded(pad_id: int) -> Callable:
     return collate
 
 
+def pack(encoded: list[list[int]], length: int) -> np.ndarray:
+    """Rows r(R length) of token ids: the sequences of ``encoded`` concatenated in order and cut
+    every ``length`` tokens (R = total // length; the last partial row, under ``length`` tokens,
+    is dropped). Each encoded function is ``<s> ... </s>``, so functions are separated by
+    ``</s><s>`` and a row may start or end inside one."""
+    total = sum(len(s) for s in encoded)
+    if total < length:
+        raise ValueError(f"packing needs at least one row of {length} tokens, but the texts hold "
+                         f"{total}: pass more texts or a smaller max_length")
+    stream = np.fromiter((t for s in encoded for t in s), dtype=np.int64, count=total)
+    rows = total // length
+    return stream[:rows * length].reshape(rows, length)
+
+
+def stacked(rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A collate function for packed rows: (ids, attention mask of ones), both r(B L)."""
+    ids = torch.as_tensor(np.stack(rows))
+    return ids, torch.ones_like(ids)
+
+
 def unigram_entropy(encoded: list[list[int]], special_ids: set[int]) -> float:
     counts = np.bincount([t for s in encoded for t in s if t not in special_ids])
     p = counts[counts > 0] / counts.sum()
@@ -273,7 +302,8 @@ def _special(ids, mask, tokenizer):
 
 
 def _encode(tokenizer, texts, max_length):
-    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    """Token ids of ``texts``, each truncated to ``max_length`` (``None``: whole)."""
+    return tokenizer(texts, truncation=max_length is not None, max_length=max_length)["input_ids"]
 
 
 def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts=None, tokenizer=None,
@@ -282,13 +312,14 @@ def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts
     tokenizer, ``log.csv``, ``meta.json`` with the held-out MLM loss and the unigram baseline)
     to ``out``. ``texts``, ``tokenizer``, ``valid_texts`` replace the profile's data (tests)."""
     tokenizer = tokenizer or load_tokenizer(cfg)
-    texts = texts if texts is not None else pretraining_texts(cfg)
+    texts = texts if texts is not None else pretraining_texts(cfg, docstrings=cfg.pretrain_docstrings)
     if valid_texts is None:
         valid_texts = [r["code"] for r in finetune_dataset(cfg, "search")["valid"]][:64]
-    encoded = _encode(tokenizer, texts, cfg.max_length)
+    encoded = _encode(tokenizer, texts, None if cfg.pretrain_whole_functions else cfg.max_length)
+    rows = pack(encoded, cfg.max_length)
     model = models.build(model_name, cfg, len(tokenizer), tokenizer.pad_token_id)
     gen = torch.Generator().manual_seed(cfg.seed)
-    batches = Batches(encoded, cfg.batch_size, cfg.seed, padded(tokenizer.pad_token_id))
+    batches = Batches(rows, cfg.batch_size, cfg.seed, stacked)
 
     def loss_fn(m, batch):
         ids, mask = batch
@@ -306,5 +337,6 @@ def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts
             "train_seconds": float(log["seconds"].iloc[-1]) if len(log) else 0.0,
             "unigram_entropy": unigram_entropy(encoded, set(tokenizer.all_special_ids)),
             "valid_mlm_loss": mlm_loss(model, valid, tokenizer, cfg) if valid else None,
-            "train_sequences": len(encoded), "key": config_key(key or pretrain_key(model_name, cfg), PRETRAIN_VERSION)}
+            "train_sequences": len(encoded), "train_rows": len(rows),
+            "tokens_per_step": int(batches.batch_size * cfg.max_length), "key": config_key(key or pretrain_key(model_name, cfg), PRETRAIN_VERSION)}
     write_json_atomic(out / "meta.json", meta)

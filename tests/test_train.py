@@ -8,7 +8,7 @@ import torch
 
 from analysis import config
 from analysis import checkpoints
-from analysis.train import Batches, linear_schedule, mask_tokens, padded
+from analysis.train import Batches, linear_schedule, mask_tokens, pack, padded, stacked
 
 
 def test_masking_follows_bert_proportions():
@@ -42,6 +42,31 @@ def test_batches_are_seeded_and_skippable():
     assert torch.equal(next(b)[0], first[13][0])
     ids, mask = first[0]
     assert ((ids != 0) == (mask == 1)).all()
+
+
+def test_packing_concatenates_and_cuts_into_full_rows():
+    """Three functions <s> ... </s> (ids 1 ... 2; 12 tokens) packed into rows of 4: the stream
+    cut every 4 tokens, functions separated by </s><s>; rows of 5: the last partial row (2
+    tokens) dropped; no padding anywhere."""
+    encoded = [[1, 10, 11, 2], [1, 12, 2], [1, 13, 14, 15, 2]]
+    rows = pack(encoded, 4)
+    assert rows.tolist() == [[1, 10, 11, 2], [1, 12, 2, 1], [13, 14, 15, 2]]
+    ids, mask = stacked(list(rows[:2]))
+    assert ids.tolist() == [[1, 10, 11, 2], [1, 12, 2, 1]] and mask.sum().item() == 8
+    assert pack(encoded, 5).tolist() == [[1, 10, 11, 2, 1], [12, 2, 1, 13, 14]]  # 12 tokens: 2 rows, 2 left over
+    with pytest.raises(ValueError, match="at least one row of 13 tokens.*12"):
+        pack(encoded, 13)
+
+
+def test_packed_batches_resume_exactly():
+    rows = pack([[1, k + 5, k + 6, 2] for k in range(30)], 6)
+    a, b = Batches(rows, 3, 7, stacked), Batches(rows, 3, 7, stacked)
+    seen = [next(a)[0] for _ in range(12)]
+    next(b)
+    state = b.state()
+    c = Batches(rows, 3, 7, stacked)
+    c.restore(state)
+    assert all(torch.equal(next(c)[0], s) for s in seen[1:])
 
 
 @pytest.mark.slow
