@@ -66,19 +66,21 @@ n, dim, labels, the clusters found, the LP calls and the seconds.
 
 ``pretrain`` measures pretraining throughput: real (non-padding) tokens per second of one
 pretraining step (forward, masked-LM loss, backward, clipping, AdamW) at a profile's widths, on
-real batches of its corpus (``batch_size`` sequences from its pretraining texts, BERT masking
-at ``mask_prob``), for three ways of computing the same loss, in one process, the steps
+real batches of its corpus (its pretraining texts truncated to ``max_length``, BERT masking at
+``mask_prob``), for four ways of computing the same loss, in one process, the steps
 interleaved so the shared machine's load falls on all alike:
 
-- ``padded, head everywhere``: functions truncated to ``max_length`` and right-padded to the
+- ``padded, head everywhere``: ``batch_size`` functions in random order, right-padded to the
   longest in the batch, the LM head projecting every position onto the vocabulary (logits
-  r(B L V)), cross-entropy with ``ignore_index`` (how pretraining ran before packing);
+  r(B L V)), cross-entropy with ``ignore_index`` (how pretraining ran before);
 - ``padded, head at masked``: the same batches, the head only at the masked positions;
+- ``bucketed, head at masked``: ``batch_size`` functions of similar length (``train.Batches``
+  with lengths), the head at the masked positions: how ``train.pretrain_into`` runs;
 - ``packed, head at masked``: rows of exactly ``max_length`` tokens packed from the same texts
-  (``train.pack``), the head at the masked positions (how ``train.pretrain_into`` runs).
+  (``pack``: no padding at all; not used for training, see ``analysis.train``).
 
-It prints tokens per step, seconds per step (median) and tokens per second, and each mode's
-speed-up over the first.
+It prints real tokens per step, seconds per step (median) and tokens per second, and each
+mode's speed-up over the first.
 
 ``threads`` measures what ``analysis.workers`` relies on: whether ``threads`` 1-thread
 processes side by side do more work than one process with ``threads`` threads. The work is one
@@ -117,7 +119,7 @@ from .data import load_tokenizer, pretraining_texts
 from .finetune.tasks import contrastive_loss, encode, mean_pool
 from .models import FAMILIES, build, scan, trainable_parameters
 from .probing.directprobe import directprobe
-from .train import mask_tokens, pack, padded, stacked
+from .train import Batches, mask_tokens, padded
 
 SCAN_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -478,27 +480,48 @@ def _threads_command(args) -> int:
     return 0
 
 
-PRETRAIN_MODES = ("padded, head everywhere", "padded, head at masked", "packed, head at masked")
+PRETRAIN_MODES = ("padded, head everywhere", "padded, head at masked", "bucketed, head at masked",
+                  "packed, head at masked")
+
+
+def pack(encoded: list[list[int]], length: int) -> np.ndarray:
+    """Rows r(R length) of token ids: the sequences of ``encoded`` concatenated in order and cut
+    every ``length`` tokens (R = total // length; the last partial row is dropped). Each
+    encoded function is ``<s> ... </s>``, so functions are separated by ``</s><s>``."""
+    total = sum(len(s) for s in encoded)
+    if total < length:
+        raise ValueError(f"packing needs at least one row of {length} tokens, but the texts hold "
+                         f"{total}: pass more texts or a smaller max_length")
+    stream = np.fromiter((t for s in encoded for t in s), dtype=np.int64, count=total)
+    return stream[:total // length * length].reshape(-1, length)
+
+
+def _stacked(rows: list) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.as_tensor(np.stack(rows))
+    return ids, torch.ones_like(ids)
 
 
 def pretrain_batches(cfg, steps: int, texts=None, tokenizer=None, seed: int = 0) -> dict:
-    """{mode: [(inputs, attention mask, labels), ...]}: ``steps`` masked batches of
-    ``cfg.batch_size`` sequences per input layout ("padded": one function each, its first
-    ``max_length`` tokens, right-padded; "packed": ``train.pack`` rows), from the same texts."""
+    """{layout: [(inputs, attention mask, labels), ...]}: ``steps`` masked batches per input
+    layout from the same texts truncated to ``max_length``: "padded" (``batch_size`` functions
+    in random order, right-padded), "bucketed" (``train.Batches`` with lengths, as pretraining
+    draws them) and "packed" (``pack`` rows of ``max_length``)."""
     tokenizer = tokenizer or load_tokenizer(cfg)
     texts = texts if texts is not None else pretraining_texts(cfg)[:4 * steps * cfg.batch_size]
     encoded = tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+    if len(encoded) < steps * cfg.batch_size:
+        raise ValueError(f"{len(encoded)} texts for {steps} steps of {cfg.batch_size}: pass more texts or fewer steps")
     specials = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-    rows = pack(encoded, cfg.max_length)
+    pad = padded(tokenizer.pad_token_id)
+    draws = {"padded": Batches(encoded, cfg.batch_size, seed, pad),
+             "bucketed": Batches(encoded, cfg.batch_size, seed, pad, lengths=[len(e) for e in encoded]),
+             "packed": Batches(list(pack(encoded, cfg.max_length)), cfg.batch_size, seed, _stacked)}
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for layout, collate, items in (("padded", padded(tokenizer.pad_token_id), encoded), ("packed", stacked, list(rows))):
-        if len(items) < steps * cfg.batch_size:
-            raise ValueError(f"{len(items)} {layout} sequences for {steps} steps of {cfg.batch_size}: "
-                             "pass more texts or fewer steps")
+    for layout, batches in draws.items():
         out[layout] = []
-        for k in range(steps):
-            ids, mask = collate(items[k * cfg.batch_size:(k + 1) * cfg.batch_size])
+        for _ in range(steps):
+            ids, mask = next(batches)
             inputs, labels = mask_tokens(ids, torch.isin(ids, specials) | (mask == 0), tokenizer.mask_token_id,
                                          len(tokenizer), cfg.mask_prob, g)
             out[layout].append((inputs, mask, labels))

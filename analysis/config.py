@@ -108,6 +108,7 @@ class Profile:
     mamba_expand: int = 2
     mamba_d_conv: int = 4
     dropout: float = 0.0
+    tie_embeddings: bool = False         # the LM head's weight is the input embedding table (BERT's tying)
 
     # --- pretraining (analysis.train) ---
     pretrain_steps: int = 600
@@ -120,6 +121,7 @@ class Profile:
     mixed_precision: str = "no"          # "no", "bf16" or "fp16" (GPU only; module docstring)
     pretrain_whole_functions: bool = False  # packed rows hold whole functions (every window), not only their first max_length tokens
     pretrain_docstrings: bool = True     # pretraining code keeps its docstrings (False: code as search sees it)
+    embedding_lr_scale: float = 1.0      # the input embedding table's pretraining learning rate is lr x this
 
     # --- probing (analysis.probing) ---
     probe_functions_distance: int = 160
@@ -142,6 +144,8 @@ class Profile:
     finetune_batch_size: int = 16
     finetune_lr: float = 5e-4
     seeds: int = 1                       # fine-tuning seeds per model and task
+    pool_special_tokens: bool = True     # search's mean pooling averages <s> and </s> too (False: text and code tokens only)
+    pool_centre: bool = False            # search scores centre each side's embeddings over the pool before the cosine
     search_distractors: int = 999        # CodeSearchNet convention
     long_context_factor: float = 2.0     # long-context functions are at least this x max_length
     type_vocab_size: int = 20            # most frequent types, plus "other"
@@ -212,6 +216,8 @@ RANGES = {
     "ablation": OneOf((False, True)), "throughput_lengths": AT_LEAST_1, "throughput_batch": AT_LEAST_1,
     "mixed_precision": OneOf(MIXED_PRECISION),
     "pretrain_whole_functions": OneOf((False, True)), "pretrain_docstrings": OneOf((False, True)),
+    "tie_embeddings": OneOf((False, True)), "embedding_lr_scale": Range(0, 1),
+    "pool_special_tokens": OneOf((False, True)), "pool_centre": OneOf((False, True)),
     "probe_dfg_literals": OneOf((False, True)), "probe_siblings_below": OneOf((False, True)),
     "probe_string_quotes": OneOf((False, True)),
 }

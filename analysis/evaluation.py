@@ -6,27 +6,73 @@ tasks, seeds and both initialisations, running runs not yet cached as jobs of
 ``analysis.workers`` (one thread each, side by side), BiMamba's first (its CPU scan makes them
 the longest), so the last job to finish is a short one. ``zero_shot_search`` scores the
 encoders before any fine-tuning.
+
+``bm25_search(cfg)`` is the lexical baseline every search number is read against: Okapi BM25
+(``bm25s``, Lucene's variant, k1 = 1.5, b = 0.75) over the same test pool, ranking each
+query's function among all the pool's functions by
+
+    score(q, d) = sum_{w in q} idf(w) f(w, d) / (f(w, d) + k1 (1 - b + b |d| / avgdl)),
+    idf(w) = ln(1 + (N - n_w + 0.5) / (n_w + 0.5)),
+
+on words of ``code_words``: identifiers split at snake_case and camelCase boundaries,
+lower-cased (``getUserName`` -> get, user, name), so a docstring's "user name" meets the
+code's ``user_name``. No stemming, no stop words (idf down-weights the frequent ones).
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import bm25s
+import numpy as np
 import pandas as pd
 
 from . import checkpoints, models
 from .cache import cached, is_cached, write_json_atomic
 from .data import finetune_dataset, load_tokenizer
 from .finetune import check_task, finetune_key, load_finetuned, score, zero_shot
+from .finetune.metrics import mrr, mrr_with_distractors
 from .workers import run_jobs
 
 EVAL_VERSION = "4"  # 3: base model + head; 4: last layer after the final norm
 COLUMNS = ["model", "init", "task", "seed", "metric", "value"]
 
 
+_WORD = re.compile(r"[A-Za-z0-9]+")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+
+
+def code_words(text: str) -> list[str]:
+    """Lower-cased words of ``text`` with identifiers split at underscores, camelCase and digits:
+    "getHTTPResponse_code2" -> get, http, response, code, 2."""
+    return [part.lower() for word in _WORD.findall(text) for part in _CAMEL.findall(word)]
+
+
+def bm25_scores(queries: list[str], codes: list[str]) -> np.ndarray:
+    """BM25 scores r(queries codes) of every query against every code (``code_words`` words)."""
+    if not codes:
+        raise ValueError("BM25 needs at least one code to index")
+    index = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    index.index([code_words(c) or [""] for c in codes], show_progress=False)
+    return np.stack([index.get_scores(code_words(q)) for q in queries]).astype(np.float64)
+
+
+def bm25_search(cfg, n: int | None = None) -> dict:
+    """BM25's MRR on the search test pool (its first ``n`` pairs; all by default), among the
+    whole pool and with ``cfg.search_distractors`` distractors, as ``finetune.score`` ranks
+    the encoders."""
+    test = finetune_dataset(cfg, "search")["test"][:n]
+    if len(test) < 2:
+        raise ValueError(f"the search test split has {len(test)} examples; use a larger corpus")
+    scores = bm25_scores([e["query"] for e in test], [e["code"] for e in test])
+    return {"mrr": mrr(scores), "mrr_distractors": mrr_with_distractors(scores, cfg.search_distractors, cfg.seed),
+            "pool": len(test)}
+
+
 def _scores_key(model: str, task: str, cfg, seed: int, from_pretrained: bool) -> dict:
     base = checkpoints.base_key(model, cfg, from_pretrained)
-    return {**finetune_key(base, task, cfg, seed), **cfg.subset("search_distractors")}
+    return {**finetune_key(base, task, cfg, seed), **cfg.subset("search_distractors", "pool_centre")}
 
 
 def evaluate(model: str, task: str, cfg, seed: int | None = None, from_pretrained: bool = True) -> dict:

@@ -103,22 +103,24 @@ def test_gpu_scan_check_compares_the_dispatch_with_the_cpu_path(monkeypatch):
 
 
 def test_pretrain_benchmark_counts_real_tokens_and_compares_the_modes():
-    """``bench pretrain`` on injected texts: packed rows carry batch x length real tokens, padded
-    batches only their functions' tokens (fewer); the first mode's speed-up is 1 exactly; every
-    rate is tokens over seconds."""
+    """``bench pretrain`` on injected texts: packed rows carry batch x length real tokens; the
+    padded and bucketed batches hold functions, their real tokens summed over a whole epoch
+    equal; the first mode's speed-up is 1 exactly; every rate is positive."""
     from test_train import TEXTS, _tiny_tokenizer
 
     cfg = profile("smoke", max_length=16, batch_size=4, d_model=16, n_layers=1, d_state=8, n_heads=2,
                   mamba_d_state=4)
     tok = _tiny_tokenizer(TEXTS)
-    rows = bench.pretrain_benchmark(cfg, ("codessm", "rocoder"), steps=2, threads=1, texts=TEXTS * 3, tokenizer=tok)
+    texts = TEXTS[:12]  # 3 batches of 4: the warm-up batch and 2 timed ones
+    rows = bench.pretrain_benchmark(cfg, ("codessm", "rocoder"), steps=2, threads=1, texts=texts, tokenizer=tok)
     assert [(r["model"], r["mode"]) for r in rows] == [(m, mode) for m in ("codessm", "rocoder")
                                                        for mode in bench.PRETRAIN_MODES]
-    lengths = [len(ids) for ids in tok(TEXTS * 3, truncation=True, max_length=16)["input_ids"]]
+    layouts = bench.pretrain_batches(cfg, 3, texts, tok)
+    total = sum(len(ids) for ids in tok(texts, truncation=True, max_length=16)["input_ids"])
+    assert sum(int(m.sum()) for _, m, _ in layouts["padded"]) == sum(int(m.sum()) for _, m, _ in layouts["bucketed"]) == total
+    assert sum(m.numel() for _, m, _ in layouts["bucketed"]) <= sum(m.numel() for _, m, _ in layouts["padded"])
     for r in rows:
         if r["mode"].startswith("packed"):
             assert r["tokens_per_step"] == 4 * 16
-        else:  # the first 3 batches' functions (one warm-up batch, then 2 timed)
-            assert r["tokens_per_step"] == sum(lengths[4:12]) / 2
         assert r["step_s"] > 0 and r["tokens_per_s"] > 0
     assert all(r["speedup"] == 1.0 for r in rows if r["mode"] == bench.PRETRAIN_MODES[0])

@@ -30,6 +30,26 @@ def test_mean_pool_ignores_padding():
     assert torch.allclose(tasks.mean_pool(hidden, mask), torch.tensor([[1.0, 0.0]]))
 
 
+def test_pool_mask_drops_special_tokens_but_never_empties_a_sequence():
+    """<s>=1, </s>=2, pad=0: "<s> 7 8 </s> pad" pools 7, 8; "<s> </s>" has nothing else and
+    keeps both; without special ids the mask is the attention mask."""
+    ids = torch.tensor([[1, 7, 8, 2, 0], [1, 2, 0, 0, 0]])
+    att = (ids != 0).long()
+    assert tasks.pool_mask(ids, att, [1, 2]).tolist() == [[0, 1, 1, 0, 0], [1, 1, 0, 0, 0]]
+    assert torch.equal(tasks.pool_mask(ids, att), att)
+    hidden = torch.tensor([[[9.0, 9.0], [1.0, 0.0], [3.0, 0.0], [9.0, 9.0], [5.0, 5.0]]])
+    assert torch.allclose(tasks.mean_pool(hidden, tasks.pool_mask(ids[:1], att[:1], [1, 2])), torch.tensor([[1.0, 0.0]]))
+
+
+def test_centring_removes_the_shared_direction():
+    """(1, 1) + (±1, 0) and (1, 1) + (0, ±1): all cosines positive, large; centred, each pair
+    of opposites has cosine -1 and the mean is gone."""
+    shared = torch.tensor([[2.0, 1.0], [0.0, 1.0], [1.0, 2.0], [1.0, 0.0]])
+    out = tasks.centred(shared)
+    assert torch.allclose(out, torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]))
+    assert torch.allclose(out.norm(dim=1), torch.ones(4))
+
+
 def test_contrastive_loss_decreases_on_a_tiny_batch():
     torch.manual_seed(0)
     model = TinyEncoder()

@@ -326,18 +326,21 @@ def test_the_head_at_masked_positions_gives_the_full_heads_loss_and_logits(name)
     assert none.loss.item() == 0.0 and none.loss.requires_grad
 
 
+@pytest.mark.parametrize("tie", [False, True])
 @pytest.mark.parametrize("name", MODELS)
-def test_every_loaded_tensor_is_the_one_in_the_safetensors_file(name, tmp_path):
+def test_every_loaded_tensor_is_the_one_in_the_safetensors_file(name, tie, tmp_path):
     """Weights perturbed away from any initialisation, saved, then loaded by ``load_checkpoint``
     (the project's loader): every tensor of the loaded model equals the file's tensor of that
     name, every file tensor is used, and none equals a fresh initialisation's (a loader that
-    re-initialised any weight after reading it, as transformers may for custom classes, fails)."""
+    re-initialised any weight after reading it, as transformers may for custom classes, fails).
+    With tied embeddings the head's weight is stored once and loaded as the same tensor."""
     from safetensors.torch import load_file
     from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models as tm
 
-    model = build(name, SMOKE, VOCAB).eval()
-    fresh = build(name, SMOKE, VOCAB).state_dict()
+    cfg = SMOKE.replace(tie_embeddings=tie)
+    model = build(name, cfg, VOCAB).eval()
+    fresh = build(name, cfg, VOCAB).state_dict()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 + 0.05 * torch.rand_like(p))
@@ -355,3 +358,5 @@ def test_every_loaded_tensor_is_the_one_in_the_safetensors_file(name, tmp_path):
         twin = [k for k in stored if params[k].data_ptr() == params[key].data_ptr()] if key not in stored else [key]
         assert twin, f"{key} is neither in the file nor tied to a tensor in it"
         assert not torch.equal(params[key], fresh[key]), f"{key} is back at its initial value"
+    tied = loaded.get_output_embeddings().weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
+    assert tied == tie and loaded.config.tie_word_embeddings == tie

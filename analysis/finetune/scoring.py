@@ -8,6 +8,8 @@
   the annotations within the first ``cfg.max_length`` subwords (the training context).
 
 ``zero_shot(net, tokenizer, cfg)`` scores an encoder before any fine-tuning on search.
+Retrieval embeddings pool as ``cfg.pool_special_tokens`` says and, with ``cfg.pool_centre``,
+each side (queries, codes) is centred over the pool before the cosine (``tasks.centred``).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 
 from ..data import finetune_dataset, type_label_names
 from .metrics import classification_scores, mean_pairwise_cosine, mrr, mrr_with_distractors
-from .tasks import embed, type_predictions
+from .tasks import centred, embed, type_predictions
 
 
 def _test_split(cfg, task: str) -> list[dict]:
@@ -25,6 +27,11 @@ def _test_split(cfg, task: str) -> list[dict]:
     if len(test) < 2:
         raise ValueError(f"the {task} test split has {len(test)} examples; use a larger corpus")
     return test
+
+
+def _embed(net, tokenizer, texts: list[str], max_length: int | None, cfg, layer: int = -1):
+    vectors = embed(net, tokenizer, texts, max_length, layer=layer, specials=cfg.pool_special_tokens)
+    return centred(vectors) if cfg.pool_centre else vectors
 
 
 def score(net, tokenizer, head, task: str, cfg) -> dict:
@@ -39,13 +46,13 @@ def score(net, tokenizer, head, task: str, cfg) -> dict:
         out = classification_scores(gold, pred, len(type_label_names(cfg)))
         out["tokens"] = int(len(gold))
     else:
-        queries = embed(net, tokenizer, [e["query"] for e in test], cfg.max_length)
+        queries = _embed(net, tokenizer, [e["query"] for e in test], cfg.max_length, cfg)
         lengths = {"mrr": None} if task == "long_search" else {"mrr": cfg.max_length}
         if task == "long_search":
             lengths["mrr_truncated"] = cfg.max_length
         out = {}
         for name, max_length in lengths.items():
-            codes = embed(net, tokenizer, [e["code"] for e in test], max_length)
+            codes = _embed(net, tokenizer, [e["code"] for e in test], max_length, cfg)
             scores = (queries @ codes.T).numpy()
             out[name] = mrr(scores)
             if name == "mrr":
@@ -65,8 +72,8 @@ def zero_shot(net, tokenizer, cfg, n: int = 300) -> dict:
         raise ValueError(f"the search test split has {len(test)} examples; use a larger corpus")
     out = {}
     for layer, name in ((-1, "zero-shot MRR"), (0, "zero-shot MRR, token embeddings alone")):
-        queries = embed(net, tokenizer, [e["query"] for e in test], cfg.max_length, layer=layer)
-        codes = embed(net, tokenizer, [e["code"] for e in test], cfg.max_length, layer=layer)
+        queries = _embed(net, tokenizer, [e["query"] for e in test], cfg.max_length, cfg, layer)
+        codes = _embed(net, tokenizer, [e["code"] for e in test], cfg.max_length, cfg, layer)
         out[name] = mrr((queries @ codes.T).numpy())
         if layer == -1:
             out["mean cosine between functions"] = mean_pairwise_cosine(codes.numpy())

@@ -23,11 +23,12 @@ from ..data import finetune_dataset, type_label_names
 from ..data.corpus import corpus_key
 from ..data.finetune_sets import TASKS
 from ..train import Batches, fit
-from .tasks import TypeHead, contrastive_loss, encode, mean_pool, tokenize, type_batch, type_loss
+from .tasks import TypeHead, contrastive_loss, encode, mean_pool, pool_mask, tokenize, type_batch, type_loss
 
 FT_RUN_VERSION = "4"  # 3: encoders saved as base model + head; 4: last layer read after the final norm
 FIELDS = ("finetune_steps", "finetune_batch_size", "finetune_lr", "weight_decay", "max_length",
-          "long_context_factor", "type_vocab_size", "finetune_train_size", "finetune_test_size")
+          "long_context_factor", "type_vocab_size", "finetune_train_size", "finetune_test_size",
+          "pool_special_tokens")
 MAIN_METRIC = {"search": "mrr", "long_search": "mrr", "types": "accuracy"}
 
 
@@ -50,11 +51,13 @@ def _loss_fn(task: str, tokenizer, cfg, head):
             return type_loss(m, head, type_batch(tokenizer, examples, cfg.max_length))
         return loss_fn
 
+    special_ids = () if cfg.pool_special_tokens else tokenizer.all_special_ids
+
     def loss_fn(m, examples):
         q = tokenize(tokenizer, [e["query"] for e in examples], cfg.max_length)
         c = tokenize(tokenizer, [e["code"] for e in examples], cfg.max_length)
-        eq = mean_pool(encode(m, q["input_ids"], q["attention_mask"]), q["attention_mask"])
-        ec = mean_pool(encode(m, c["input_ids"], c["attention_mask"]), c["attention_mask"])
+        eq = mean_pool(encode(m, q["input_ids"], q["attention_mask"]), pool_mask(q["input_ids"], q["attention_mask"], special_ids))
+        ec = mean_pool(encode(m, c["input_ids"], c["attention_mask"]), pool_mask(c["input_ids"], c["attention_mask"], special_ids))
         return contrastive_loss(eq, ec)
     return loss_fn
 

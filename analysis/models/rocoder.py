@@ -36,14 +36,15 @@ class RoCoderConfig(RoFormerConfig):
 
 
 def rocoder_config(vocab_size: int, d_model: int, n_layers: int, n_heads: int, intermediate: int,
-                   dropout: float = 0.0, pad_token_id: int = 0) -> RoCoderConfig:
+                   dropout: float = 0.0, pad_token_id: int = 0, tie_word_embeddings: bool = False) -> RoCoderConfig:
     if d_model % n_heads:
         raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
     return RoCoderConfig(vocab_size=vocab_size, embedding_size=d_model, hidden_size=d_model,
                          num_hidden_layers=n_layers, num_attention_heads=n_heads,
                          intermediate_size=intermediate, hidden_dropout_prob=dropout,
                          attention_probs_dropout_prob=dropout, max_position_embeddings=1 << 16,
-                         pad_token_id=pad_token_id, tie_word_embeddings=False, rotary_value=False)
+                         pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings,
+                         rotary_value=False)
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
