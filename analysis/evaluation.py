@@ -35,7 +35,7 @@ from .finetune import check_task, finetune_key, load_finetuned, score, zero_shot
 from .finetune.metrics import mrr, mrr_with_distractors
 from .workers import run_jobs
 
-EVAL_VERSION = "4"  # 3: base model + head; 4: last layer after the final norm
+EVAL_VERSION = "5"  # 3: base model + head; 4: last layer after the final norm; 5: per-item scores, pooling fields
 COLUMNS = ["model", "init", "task", "seed", "metric", "value"]
 
 
@@ -58,13 +58,15 @@ def bm25_scores(queries: list[str], codes: list[str]) -> np.ndarray:
     return np.stack([index.get_scores(code_words(q)) for q in queries]).astype(np.float64)
 
 
-def bm25_search(cfg, n: int | None = None) -> dict:
-    """BM25's MRR on the search test pool (its first ``n`` pairs; all by default), among the
-    whole pool and with ``cfg.search_distractors`` distractors, as ``finetune.score`` ranks
-    the encoders."""
-    test = finetune_dataset(cfg, "search")["test"][:n]
+def bm25_search(cfg, n: int | None = None, task: str = "search") -> dict:
+    """BM25's MRR on the test pool of ``task`` ("search" or "long_search": whole functions,
+    BM25 has no context limit), its first ``n`` pairs (all by default), among the whole pool
+    and with ``cfg.search_distractors`` distractors, as ``finetune.score`` ranks the encoders."""
+    if task not in ("search", "long_search"):
+        raise ValueError(f"BM25 ranks functions for 'search' or 'long_search', not {task!r}")
+    test = finetune_dataset(cfg, task)["test"][:n]
     if len(test) < 2:
-        raise ValueError(f"the search test split has {len(test)} examples; use a larger corpus")
+        raise ValueError(f"the {task} test split has {len(test)} examples; use a larger corpus")
     scores = bm25_scores([e["query"] for e in test], [e["code"] for e in test])
     return {"mrr": mrr(scores), "mrr_distractors": mrr_with_distractors(scores, cfg.search_distractors, cfg.seed),
             "pool": len(test)}
@@ -92,6 +94,22 @@ def zero_shot_search(model: str, cfg, from_pretrained: bool = True, n: int = 300
     baseline that beats pretraining."""
     net, tokenizer = checkpoints.load(model, cfg, from_pretrained, seed=cfg.seed)
     return zero_shot(net, tokenizer, cfg, n)
+
+
+def paired_difference(model: str, task: str, cfg, seed: int | None = None, n_boot: int = 2000,
+                      level: float = 0.95) -> dict:
+    """Pretrained minus random-init on ``task``'s main metric, item by item on the same test
+    items (``score``'s ``per_item``), with a paired percentile bootstrap interval: resample the
+    items with replacement ``n_boot`` times (seeded), the ``level`` interval of the mean
+    difference. {"difference", "low", "high", "items"}."""
+    a = np.asarray(evaluate(model, task, cfg, seed, True)["per_item"], dtype=float)
+    b = np.asarray(evaluate(model, task, cfg, seed, False)["per_item"], dtype=float)
+    if a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"paired scores need the same non-empty test items, got {a.shape} and {b.shape}")
+    rng = np.random.default_rng(cfg.seed)
+    means = (a - b)[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"difference": float((a - b).mean()), "low": float(low), "high": float(high), "items": len(a)}
 
 
 def _finetuned_scores(model: str, task: str, cfg, seed: int, from_pretrained: bool) -> dict:
@@ -133,5 +151,5 @@ def scores(models_: list[str], tasks: list[str], cfg, seeds: int | None = None, 
         result = done.get(run) or _finetuned_scores(*run[:2], cfg, *run[2:])
         m, t, s, p = run
         rows += [{"model": m, "init": "pretrained" if p else "random", "task": t, "seed": s,
-                  "metric": k, "value": float(v)} for k, v in result.items()]
+                  "metric": k, "value": float(v)} for k, v in result.items() if k != "per_item"]
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -104,9 +104,12 @@ def parameter_groups(params: list, weight_decay: float, lr: float) -> list[dict]
 
 def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weight_decay: float,
         warmup: int, state_dir: Path | None = None, log_every: int = 10, desc: str = "training",
-        extra_params=(), generators: Sequence[torch.Generator] = ()) -> pd.DataFrame:
+        extra_params=(), generators: Sequence[torch.Generator] = (),
+        stop: Callable[[int], bool] | None = None) -> pd.DataFrame:
     """The shared loop: AdamW + linear warm-up/decay for ``steps`` steps over ``batches``,
-    resuming from ``state_dir``. Returns the log (step, loss, seconds).
+    resuming from ``state_dir``. Returns the log (step, loss, seconds). ``stop(step)``, if
+    given, is asked after every step and ends the loop early when it returns True (early
+    stopping; the schedule stays the one of ``steps``).
 
     Every ``CHECKPOINT_EVERY`` steps ``state_dir/state.pt`` records all the loop depends on:
     weights (and ``extra_params``), optimiser, schedule, the position of ``batches``
@@ -148,6 +151,11 @@ def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weig
                          "seconds": elapsed + time.perf_counter() - t0})
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
             window = []
+        if stop is not None and stop(step + 1):
+            if not rows or rows[-1]["step"] != step + 1:
+                rows.append({"step": step + 1, "loss": float(np.mean(window)) if window else rows[-1]["loss"],
+                             "seconds": elapsed + time.perf_counter() - t0})
+            break
         if state_file is not None and (step + 1) % CHECKPOINT_EVERY == 0 and step + 1 < steps:
             _save_state(state_file, parts, step + 1, rows, elapsed + time.perf_counter() - t0, window)
     model.eval()

@@ -7,6 +7,10 @@
 - ``types``: accuracy, macro-F1, accuracy on the 5 most common types and on the rest, over
   the annotations within the first ``cfg.max_length`` subwords (the training context).
 
+``per_item`` holds the main metric per test item (each query's reciprocal rank among the
+whole pool; 1/0 per scored annotation), in a fixed order, so two encoders can be compared
+pair by pair (``evaluation.paired_difference``).
+
 ``zero_shot(net, tokenizer, cfg)`` scores an encoder before any fine-tuning on search.
 Retrieval embeddings pool as ``cfg.pool_special_tokens`` says and, with ``cfg.pool_centre``,
 each side (queries, codes) is centred over the pool before the cosine (``tasks.centred``).
@@ -16,7 +20,7 @@ from __future__ import annotations
 import time
 
 from ..data import finetune_dataset, type_label_names
-from .metrics import classification_scores, mean_pairwise_cosine, mrr, mrr_with_distractors
+from .metrics import classification_scores, mean_pairwise_cosine, mrr, mrr_with_distractors, ranks
 from .tasks import centred, embed, type_predictions
 
 
@@ -45,6 +49,7 @@ def score(net, tokenizer, head, task: str, cfg) -> dict:
         gold, pred = type_predictions(net, head, tokenizer, test, max_length=cfg.max_length)
         out = classification_scores(gold, pred, len(type_label_names(cfg)))
         out["tokens"] = int(len(gold))
+        out["per_item"] = (gold == pred).astype(int).tolist()  # per scored token: for paired intervals
     else:
         queries = _embed(net, tokenizer, [e["query"] for e in test], cfg.max_length, cfg)
         lengths = {"mrr": None} if task == "long_search" else {"mrr": cfg.max_length}
@@ -57,9 +62,21 @@ def score(net, tokenizer, head, task: str, cfg) -> dict:
             out[name] = mrr(scores)
             if name == "mrr":
                 out["mrr_distractors"] = mrr_with_distractors(scores, cfg.search_distractors, cfg.seed)
+                out["per_item"] = (1.0 / ranks(scores)).tolist()  # per query: for paired intervals
         out["pool"] = len(test)
     out["eval_seconds"] = time.perf_counter() - t0
     return out
+
+
+def validation_score(net, tokenizer, head, task: str, cfg, examples: list[dict]) -> float:
+    """The main metric of ``task`` on ``examples`` (early stopping's criterion): MRR among them
+    for the retrieval tasks (within the training context), token accuracy for ``types``."""
+    if task == "types":
+        gold, pred = type_predictions(net, head, tokenizer, examples, max_length=cfg.max_length)
+        return float((gold == pred).mean()) if len(gold) else 0.0
+    queries = _embed(net, tokenizer, [e["query"] for e in examples], cfg.max_length, cfg)
+    codes = _embed(net, tokenizer, [e["code"] for e in examples], cfg.max_length, cfg)
+    return mrr((queries @ codes.T).numpy())
 
 
 def zero_shot(net, tokenizer, cfg, n: int = 300) -> dict:
