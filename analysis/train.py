@@ -63,8 +63,10 @@ def pretrain_key(model_name: str, cfg) -> dict:
 
 
 def random_key(model_name: str, cfg) -> dict:
-    """What names a random-init encoder: its architecture, vocabulary and seed."""
-    return {"random": model_name, **cfg.subset("vocab_size", "seed", *MODEL_FIELDS)}
+    """What names a random-init encoder: its architecture, vocabulary and seed. Not whether the
+    LM head is tied: tying leaves the encoder's initial weights as they are (tested), and only
+    the encoder is fine-tuned or probed."""
+    return {"random": model_name, **cfg.subset("vocab_size", "seed", *MODEL_FIELDS), "tie_embeddings": False}
 
 
 def mask_tokens(ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: int, prob: float,

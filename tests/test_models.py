@@ -360,3 +360,15 @@ def test_every_loaded_tensor_is_the_one_in_the_safetensors_file(name, tie, tmp_p
         assert not torch.equal(params[key], fresh[key]), f"{key} is back at its initial value"
     tied = loaded.get_output_embeddings().weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
     assert tied == tie and loaded.config.tie_word_embeddings == tie
+
+
+@pytest.mark.parametrize("name", ["codessm", "rocoder", "bimamba"])
+def test_tying_the_head_leaves_the_encoders_initial_weights_as_they_are(name):
+    """A random-init encoder is the same with or without a tied LM head (``train.random_key``
+    leaves tying out): the base model's initial tensors are equal, and only the head differs."""
+    tied = build(name, SMOKE.replace(tie_embeddings=True), VOCAB)
+    untied = build(name, SMOKE, VOCAB)
+    a, b = untied.base_model.state_dict(), tied.base_model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert tied.get_output_embeddings().weight.data_ptr() == tied.get_input_embeddings().weight.data_ptr()
+    assert untied.get_output_embeddings().weight.data_ptr() != untied.get_input_embeddings().weight.data_ptr()
