@@ -114,9 +114,9 @@ class Profile:
     tie_embeddings: bool = False         # the LM head's weight is the input embedding table (BERT's tying)
 
     # --- pretraining (analysis.train) ---
-    pretrain_steps: int = 600
+    pretrain_steps: int = 1500           # steps of up to batch_size x max_length tokens (length-bucketed)
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
     mask_prob: float = 0.15
@@ -150,7 +150,7 @@ class Profile:
     finetune_patience: int = 3           # early stopping: stop after this many scores without a new best
     seeds: int = 1                       # fine-tuning seeds per model and task
     pool_special_tokens: bool = True     # search's mean pooling averages <s> and </s> too (False: text and code tokens only)
-    pool_centre: bool = False            # search scores centre each side's embeddings over the pool before the cosine
+    pool_centre: bool = True             # search scores centre each side's embeddings over the pool before the cosine
     search_distractors: int = 999        # CodeSearchNet convention
     long_context_factor: float = 2.0     # long-context functions are at least this x max_length
     type_vocab_size: int = 20            # most frequent types, plus "other"

@@ -36,11 +36,13 @@ from . import checkpoints
 from .config import PROFILES, profile
 from .evaluation import bm25_search, evaluate, zero_shot_search
 
-# the settings the investigation started from: every lead below is one change of these
-START = {"pool_special_tokens": True, "pool_centre": False, "tie_embeddings": False, "embedding_lr_scale": 1.0,
-         "finetune_eval_every": 0, "pretrain_whole_functions": False, "pretrain_docstrings": True}
+# the settings the investigation started from (the default profile's then): every lead below
+# is one change of these; "new default" is the profile as it is
+START = {"pretrain_steps": 600, "lr": 1e-3, "pool_special_tokens": True, "pool_centre": False,
+         "tie_embeddings": False, "embedding_lr_scale": 1.0, "finetune_eval_every": 0,
+         "pretrain_whole_functions": False, "pretrain_docstrings": True}
 LEADS = {
-    "start": ("the starting point: mean over all tokens, untied head, fixed fine-tuning steps", {}),
+    "start": ("the starting point: 600 steps at LR 1e-3, mean over all tokens, untied head, 200 fine-tuning steps", {}),
     "pooling: no special tokens": ("<s> and </s> left out of the mean", {"pool_special_tokens": False}),
     "pooling: centred": ("each side's mean embedding subtracted before the cosine", {"pool_centre": True}),
     "tied embeddings": ("LM head weight = input embedding table (BERT)", {"tie_embeddings": True}),
@@ -52,6 +54,8 @@ LEADS = {
     "no docstrings": ("pretraining on code without docstrings, as search encodes it", {"pretrain_docstrings": False}),
     "text as search reads it": ("both: every window of docstring-free code",
                                 {"pretrain_whole_functions": True, "pretrain_docstrings": False}),
+    "more pretraining": ("2.5x the steps at 2x the LR (1500 steps at 2e-3)", {"pretrain_steps": 1500, "lr": 2e-3}),
+    "new default": ("the profile as it is: more pretraining and centred pooling", None),
 }
 COLUMNS = ["model", "lead", "change", "zero-shot MRR", "zero-shot MRR (random init)", "fine-tuned MRR",
            "fine-tuned MRR (random init)", "type accuracy", "type accuracy (random init)", "pretraining s",
@@ -60,9 +64,11 @@ COLUMNS = ["model", "lead", "change", "zero-shot MRR", "zero-shot MRR (random in
 
 def lead_config(cfg, lead: str):
     """The profile of ``lead``: ``cfg`` with ``START`` and the lead's fields (fine-tuning to
-    convergence also allows 4x ``finetune_steps``)."""
+    convergence also allows 4x ``finetune_steps``); "new default" is ``cfg`` itself."""
     if lead not in LEADS:
         raise ValueError(f"unknown lead {lead!r}; leads: {', '.join(LEADS)}")
+    if LEADS[lead][1] is None:
+        return cfg
     fields = {**START, **LEADS[lead][1]}
     if fields["finetune_eval_every"]:
         fields["finetune_steps"] = 4 * cfg.finetune_steps
