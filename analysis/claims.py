@@ -276,16 +276,20 @@ def _precheck(claim: str, gate: Gate | None, models, n_items: dict, min_items: i
     sentence)."""
     ok, gate_text = (True, "not applicable (a claim about the architecture)") if gate is None \
         else gate.outcome(models)
+    few = _too_few(n_items, min_items)
+    if ok and not few:
+        return None, gate_text
+    # Every reason is said, and the test-item counts are kept either way: a reader who changes
+    # the test split sees it reach the rule even while the gate holds the verdict back.
+    reasons, numbers, intervals = [], {}, {}
     if not ok:
         why = "; ".join(f"{m}: {gate.failures[m]}" for m in models if not gate.passed[m])
-        return Verdict(claim, INCONCLUSIVE, f"pretraining did not take at this profile: {why}.",
-                       _about(gate.numbers, models), _about(gate.intervals, models), rule, noise,
-                       gate_text), gate_text
-    few = _too_few(n_items, min_items)
+        reasons.append(f"pretraining did not take at this profile: {why}.")
+        numbers, intervals = _about(gate.numbers, models), _about(gate.intervals, models)
     if few:
-        return Verdict(claim, INCONCLUSIVE, few, {f"test items, {s}": n for s, n in n_items.items()}, {},
-                       rule, noise, gate_text), gate_text
-    return None, gate_text
+        reasons.append(few)
+    numbers.update({f"test items, {s}": n for s, n in n_items.items()})
+    return Verdict(claim, INCONCLUSIVE, " ".join(reasons), numbers, intervals, rule, noise, gate_text), gate_text
 
 
 # ----------------------------------------------------------------------------- the gate
