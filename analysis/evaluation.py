@@ -7,12 +7,26 @@ tasks, seeds and both initialisations, running runs not yet cached as jobs of
 the longest), so the last job to finish is a short one. ``item_scores`` gives the same runs
 per test item (for the paired bootstraps of ``analysis.claims``). ``zero_shot_search`` scores
 the encoders before any fine-tuning, ``mlm_table`` their held-out masked-LM loss.
+
+``bm25_search(cfg)`` is the lexical baseline every search number is read against: Okapi BM25
+(``bm25s``, Lucene's variant, k1 = 1.5, b = 0.75) over the same test pool, ranking each
+query's function among all the pool's functions by
+
+    score(q, d) = sum_{w in q} idf(w) f(w, d) / (f(w, d) + k1 (1 - b + b |d| / avgdl)),
+    idf(w) = ln(1 + (N - n_w + 0.5) / (n_w + 0.5)),
+
+on words of ``code_words``: identifiers split at snake_case and camelCase boundaries,
+lower-cased (``getUserName`` -> get, user, name), so a docstring's "user name" meets the
+code's ``user_name``. No stemming, no stop words (idf down-weights the frequent ones).
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import bm25s
+import numpy as np
 import pandas as pd
 
 from . import checkpoints, models
@@ -20,17 +34,51 @@ from .cache import cached, is_cached, write_json_atomic
 from .data import finetune_dataset, load_tokenizer
 from .data.probes import TASKS as PROBE_TASKS
 from .finetune import check_task, finetune_key, load_finetuned, score, zero_shot
+from .finetune.metrics import mrr, mrr_with_distractors
 from .probing import items_many
 from .train import training_device
 from .workers import run_jobs
 
-EVAL_VERSION = "5"  # 3: base model + head; 4: last layer after the final norm; 5: per-item scores
+EVAL_VERSION = "6"  # 3: base model + head; 4: last layer after the final norm; 5: per-item scores; 6: pooling fields
 COLUMNS = ["model", "init", "task", "seed", "metric", "value"]
+
+
+_WORD = re.compile(r"[A-Za-z0-9]+")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+
+
+def code_words(text: str) -> list[str]:
+    """Lower-cased words of ``text`` with identifiers split at underscores, camelCase and digits:
+    "getHTTPResponse_code2" -> get, http, response, code, 2."""
+    return [part.lower() for word in _WORD.findall(text) for part in _CAMEL.findall(word)]
+
+
+def bm25_scores(queries: list[str], codes: list[str]) -> np.ndarray:
+    """BM25 scores r(queries codes) of every query against every code (``code_words`` words)."""
+    if not codes:
+        raise ValueError("BM25 needs at least one code to index")
+    index = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    index.index([code_words(c) or [""] for c in codes], show_progress=False)
+    return np.stack([index.get_scores(code_words(q)) for q in queries]).astype(np.float64)
+
+
+def bm25_search(cfg, n: int | None = None, task: str = "search") -> dict:
+    """BM25's MRR on the test pool of ``task`` ("search" or "long_search": whole functions,
+    BM25 has no context limit), its first ``n`` pairs (all by default), among the whole pool
+    and with ``cfg.search_distractors`` distractors, as ``finetune.score`` ranks the encoders."""
+    if task not in ("search", "long_search"):
+        raise ValueError(f"BM25 ranks functions for 'search' or 'long_search', not {task!r}")
+    test = finetune_dataset(cfg, task)["test"][:n]
+    if len(test) < 2:
+        raise ValueError(f"the {task} test split has {len(test)} examples; use a larger corpus")
+    scores = bm25_scores([e["query"] for e in test], [e["code"] for e in test])
+    return {"mrr": mrr(scores), "mrr_distractors": mrr_with_distractors(scores, cfg.search_distractors, cfg.seed),
+            "pool": len(test)}
 
 
 def _scores_key(model: str, task: str, cfg, seed: int, from_pretrained: bool) -> dict:
     base = checkpoints.base_key(model, cfg, from_pretrained)
-    return {**finetune_key(base, task, cfg, seed), **cfg.subset("search_distractors")}
+    return {**finetune_key(base, task, cfg, seed), **cfg.subset("search_distractors", "pool_centre")}
 
 
 def _scores_artifact(model: str, task: str, cfg, seed: int, from_pretrained: bool) -> Path:
@@ -105,6 +153,29 @@ def mlm_table(models_: list[str], cfg) -> pd.DataFrame:
         meta = checkpoints.pretraining_meta(m, cfg)
         rows.append({"model": m, "heldout_loss": meta["valid_mlm_loss"], "unigram_loss": meta["unigram_entropy"]})
     return pd.DataFrame(rows)
+
+
+def paired_difference(model: str, task: str, cfg, seed: int | None = None, n_boot: int = 2000,
+                      level: float = 0.95) -> dict:
+    """Pretrained minus random-init on ``task``'s main metric, item by item on the same test
+    items (the runs' ``items.csv``; long_search at full length), with a paired percentile
+    bootstrap interval: resample the items with replacement ``n_boot`` times (seeded), the
+    ``level`` interval of the mean difference. {"difference", "low", "high", "items"}."""
+    seed = cfg.seed if seed is None else int(seed)
+    pair = []
+    for from_pretrained in (True, False):
+        items = pd.read_csv(_scores_artifact(model, task, cfg, seed, from_pretrained) / "items.csv")
+        if "length" in items:
+            items = items[items["length"] == "full"]
+        pair.append(items.set_index("item")["correct" if task == "types" else "reciprocal_rank"].astype(float))
+    a, b = pair
+    if len(a) == 0 or not a.index.equals(b.index):
+        raise ValueError(f"paired scores need the same non-empty test items, got {len(a)} and {len(b)}")
+    diff = (a - b).to_numpy()
+    rng = np.random.default_rng(cfg.seed)
+    means = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"difference": float(diff.mean()), "low": float(low), "high": float(high), "items": len(diff)}
 
 
 def _finetuned_scores(model: str, task: str, cfg, seed: int, from_pretrained: bool) -> dict:

@@ -30,6 +30,20 @@ process's state in every process. Gradients are averaged explicitly, not by a
 fine-tuning's contrastive loss takes its in-batch negatives from each process's slice. Launch
 ``pretrain_into`` itself: the cache's build lock (``analysis.checkpoints``) admits one process.
 
+Pretraining batches hold whole functions of similar length, as many as fit in a budget of
+``batch_size * max_length`` tokens (``Batches`` with ``lengths``: each epoch's shuffled
+functions sorted by length within buckets, cut into batches, the batches shuffled), so a step
+computes almost nothing on padding, every step weighs about the same number of tokens, and
+every row is still one function, as fine-tuning and probing read them. Packing several
+functions into one row (RoBERTa) would remove padding entirely, but CodeSSM's S4D convolution
+is time-invariant: it cannot be reset at a ``</s><s>`` separator, so neighbours would leak
+into each other's context (packed rows also gave both families a higher held-out masked-LM
+loss at equal tokens). Each function contributes its first ``max_length`` tokens
+(``cfg.pretrain_whole_functions=False``) or all of them, as consecutive windows of
+``max_length`` tokens, each its own ``<s> ... </s>`` row (True). Masking is BERT's 80/10/10
+at ``mask_prob`` over the non-special tokens, and the LM head runs only at the masked
+positions (``models.encoder.masked_lm_output``).
+
 ``pretrain_into(model, cfg, out, state_dir)`` trains one model and writes its checkpoint;
 caching and training on demand are ``analysis.checkpoints``' job. ``pretrain_key`` and
 ``random_key`` name a pretrained and a random-init encoder in every cache key. Partial state
@@ -59,12 +73,13 @@ from .data import finetune_dataset, load_tokenizer, pretraining_texts
 from .data.tokenizer import tokenizer_key
 from .workers import in_worker
 
-PRETRAIN_VERSION = "2"  # 2: base model + head (state-dict keys ``codessm.*``, ``bimamba.*``), RoCoder's own model_type
+PRETRAIN_VERSION = "3"  # 2: base model + head (state-dict keys ``codessm.*``, ``bimamba.*``); 3: length buckets
+BUCKET_BATCHES = 64     # batches per length bucket of the pretraining batches
 CHECKPOINT_EVERY = 100
 MODEL_FIELDS = ("d_model", "n_layers", "d_state", "n_kernels", "hf_conv_width", "n_heads",
-                "mamba_d_state", "mamba_expand", "mamba_d_conv", "dropout")
+                "mamba_d_state", "mamba_expand", "mamba_d_conv", "dropout", "tie_embeddings")
 TRAIN_FIELDS = ("pretrain_steps", "pretrain_seed", "batch_size", "lr", "weight_decay", "warmup_steps", "mask_prob",
-                "max_length", "log_every")
+                "max_length", "log_every", "pretrain_whole_functions", "pretrain_docstrings", "embedding_lr_scale")
 
 
 def pretrain_key(model_name: str, cfg) -> dict:
@@ -75,8 +90,11 @@ def pretrain_key(model_name: str, cfg) -> dict:
 
 
 def random_key(model_name: str, cfg) -> dict:
-    """What names a random-init encoder: its architecture, vocabulary and seed."""
-    return {"random": model_name, **cfg.subset("vocab_size", "seed", "pretrain_seed", *MODEL_FIELDS)}
+    """What names a random-init encoder: its architecture, vocabulary and seed. Not whether the
+    LM head is tied: tying leaves the encoder's initial weights as they are (tested), and only
+    the encoder is fine-tuned or probed."""
+    return {"random": model_name, **cfg.subset("vocab_size", "seed", "pretrain_seed", *MODEL_FIELDS),
+            "tie_embeddings": False}
 
 
 def run_seed(cfg) -> int:
@@ -192,21 +210,27 @@ def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def parameter_groups(params: list, weight_decay: float) -> list[dict]:
+def parameter_groups(params: list, weight_decay: float, lr: float) -> list[dict]:
     """AdamW groups: weight decay for every parameter but those marked ``_no_weight_decay``
     (the SSM parameters: S4D's A, step size and C, Mamba's A and D, as S4, BiGS and mamba-ssm
-    train them)."""
-    decay = [p for p in params if not getattr(p, "_no_weight_decay", False)]
-    no_decay = [p for p in params if getattr(p, "_no_weight_decay", False)]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    train them); learning rate ``lr`` times a parameter's ``_lr_scale`` (1 unless marked, e.g.
+    the embedding table in pretraining: ``cfg.embedding_lr_scale``). Empty groups are left out."""
+    groups = {}
+    for p in params:
+        no_decay, scale = getattr(p, "_no_weight_decay", False), getattr(p, "_lr_scale", 1.0)
+        groups.setdefault((no_decay, scale), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if no_decay else weight_decay, "lr": lr * scale}
+            for (no_decay, scale), ps in groups.items()]
 
 
 def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weight_decay: float,
         warmup: int, state_dir: Path | None = None, log_every: int = 10, desc: str = "training",
         extra_params=(), generators: Sequence[torch.Generator] = (), count: Callable = batch_rows,
-        mixed_precision: str = "no") -> pd.DataFrame:
+        mixed_precision: str = "no", stop: Callable[[int], bool] | None = None) -> pd.DataFrame:
     """The shared loop: AdamW + linear warm-up/decay for ``steps`` steps over ``batches``,
-    resuming from ``state_dir``. Returns the log (step, loss, seconds).
+    resuming from ``state_dir``. Returns the log (step, loss, seconds). ``stop(step)``, if
+    given, is asked after every step and ends the loop early when it returns True (early
+    stopping; the schedule stays the one of ``steps``).
 
     The model is moved to ``training_device()`` and each batch (this process's ``shard`` of it)
     with ``to_device``; ``extra_params`` must already be there. ``loss_fn(model, batch)`` is a
@@ -226,7 +250,7 @@ def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weig
     device = training_device()
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
-    opt = torch.optim.AdamW(parameter_groups(params, weight_decay), lr=lr)
+    opt = torch.optim.AdamW(parameter_groups(params, weight_decay, lr), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_schedule(warmup, steps))
     opt = accelerator.prepare(opt)  # fp16: loss scaling
     parts = {"model": model, "opt": opt, "sched": sched, "batches": batches,
@@ -258,6 +282,11 @@ def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weig
                           "seconds": elapsed + time.perf_counter() - t0})
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
             window = []
+        if stop is not None and stop(step + 1):
+            if not rows or rows[-1]["step"] != step + 1:
+                rows.append({"step": step + 1, "loss": float(np.mean(window)) if window else rows[-1]["loss"],
+                             "seconds": elapsed + time.perf_counter() - t0})
+            break
         if state_file is not None and (step + 1) % CHECKPOINT_EVERY == 0 and step + 1 < steps:
             if accelerator.is_main_process:
                 _save_state(state_file, parts, step + 1, rows, elapsed + time.perf_counter() - t0, window)
@@ -350,22 +379,53 @@ class Batches:
     """Endless seeded batches of ``items``, reshuffled every epoch (one permutation per epoch
     from one numpy generator seeded with ``seed``), each passed through ``collate`` (the list
     itself by default; ``padded(pad_id)`` for token-id lists). ``state()``/``restore(state)``
-    save and restore the position exactly, for resuming; ``skip(n)`` fast-forwards n batches."""
+    save and restore the position exactly, for resuming; ``skip(n)`` fast-forwards n batches.
 
-    def __init__(self, items: list, batch_size: int, seed: int, collate: Callable = list):
-        if not items:
+    Without ``lengths``: ``batch_size`` items per batch (the items left over by the last full
+    batch wait for the next epoch's permutation). With ``lengths`` (one per item), batches are
+    length-bucketed under a token budget T = batch_size * max(lengths): the epoch's permutation
+    is cut into chunks of ``batch_size * bucket`` items, each chunk sorted by length and cut
+    greedily into batches of as many items as keep (items x longest length) <= T, and the
+    batches of the epoch put in a random order. Padding then almost vanishes and every step
+    carries about T tokens, short items or long; which items share a batch, and when, stays
+    random."""
+
+    def __init__(self, items: list, batch_size: int, seed: int, collate: Callable = list,
+                 lengths: Sequence[int] | None = None, bucket: int = BUCKET_BATCHES):
+        if len(items) == 0:
             raise ValueError("no training items")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if bucket < 1:
+            raise ValueError(f"bucket (batches per length bucket) must be at least 1, got {bucket}")
+        if lengths is not None and (len(lengths) != len(items) or min(lengths) < 1):
+            raise ValueError(f"lengths must be {len(items)} positive numbers, one per item")
         self.items, self.batch_size, self.collate = items, min(batch_size, len(items)), collate
+        self.lengths, self.bucket = None if lengths is None else np.asarray(lengths), bucket
         self.rng = np.random.default_rng(seed)
-        self.order, self.pos = self.rng.permutation(len(items)), 0
+        (self.order, self.bounds), self.pos = self._epoch(), 0
+
+    def _epoch(self) -> tuple[np.ndarray, np.ndarray]:
+        """(items in epoch order, batch k = order[bounds[k]:bounds[k + 1]])."""
+        order, bs = self.rng.permutation(len(self.items)), self.batch_size
+        if self.lengths is None:
+            return order, np.arange(0, len(order) // bs * bs + 1, bs)
+        budget, chunk, batches = bs * int(self.lengths.max()), bs * self.bucket, []
+        for part in np.split(order, range(chunk, len(order), chunk)):
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            start = 0
+            for k in range(1, len(part) + 1):  # sorted: the k-th item is the batch's longest
+                if k == len(part) or (k + 1 - start) * self.lengths[part[k]] > budget:
+                    batches.append(part[start:k])
+                    start = k
+        batches = [batches[i] for i in self.rng.permutation(len(batches))]
+        return np.concatenate(batches), np.cumsum([0] + [len(b) for b in batches])
 
     def _indices(self):
-        if self.pos + self.batch_size > len(self.order):
-            self.order, self.pos = self.rng.permutation(len(self.items)), 0
-        idx = self.order[self.pos:self.pos + self.batch_size]
-        self.pos += self.batch_size
+        if self.pos + 1 >= len(self.bounds):
+            (self.order, self.bounds), self.pos = self._epoch(), 0
+        idx = self.order[self.bounds[self.pos]:self.bounds[self.pos + 1]]
+        self.pos += 1
         return idx
 
     def skip(self, n: int) -> None:
@@ -374,14 +434,16 @@ class Batches:
 
     def state(self) -> dict:
         return {"rng": self.rng.bit_generator.state, "order": torch.as_tensor(self.order),
-                "pos": self.pos, "items": len(self.items), "batch_size": self.batch_size}
+                "bounds": torch.as_tensor(self.bounds), "pos": self.pos, "items": len(self.items),
+                "batch_size": self.batch_size}
 
     def restore(self, state: dict) -> None:
         if (state["items"], state["batch_size"]) != (len(self.items), self.batch_size):
             raise ValueError(f"the saved batch position is for {state['items']} items in batches of "
                              f"{state['batch_size']}, not {len(self.items)} in batches of {self.batch_size}")
         self.rng.bit_generator.state = state["rng"]
-        self.order, self.pos = state["order"].numpy().copy(), int(state["pos"])
+        self.order, self.bounds = state["order"].numpy().copy(), state["bounds"].numpy().copy()
+        self.pos = int(state["pos"])
 
     def __iter__(self):
         return self
@@ -454,7 +516,20 @@ def _special(ids, mask, tokenizer):
 
 
 def _encode(tokenizer, texts, max_length):
-    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    return tokenizer(texts, truncation=max_length is not None, max_length=max_length)["input_ids"]
+
+
+def windows(encoded: list[list[int]], length: int, bos: int, eos: int) -> list[list[int]]:
+    """Each sequence ``<s> t_1 ... t_n </s>`` of ``encoded`` cut into consecutive windows of at
+    most ``length`` tokens, each its own ``<s> ... </s>``: the pieces t_1..t_m, t_{m+1}..t_{2m},
+    ... with m = length - 2 (a sequence that fits stays whole)."""
+    if length < 3:
+        raise ValueError(f"a window needs room for <s>, a token and </s>: length >= 3, got {length}")
+    m, out = length - 2, []
+    for seq in encoded:
+        inner = seq[1:-1] if seq[:1] == [bos] and seq[-1:] == [eos] else seq
+        out += [[bos, *inner[k:k + m], eos] for k in range(0, max(len(inner), 1), m)]
+    return out
 
 
 def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts=None, tokenizer=None,
@@ -464,13 +539,19 @@ def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts
     to ``out`` (the main process; the others wait for it). ``texts``, ``tokenizer``,
     ``valid_texts`` replace the profile's data (tests)."""
     tokenizer = tokenizer or load_tokenizer(cfg)
-    texts = texts if texts is not None else pretraining_texts(cfg)
+    texts = texts if texts is not None else pretraining_texts(cfg, docstrings=cfg.pretrain_docstrings)
     if valid_texts is None:
         valid_texts = [r["code"] for r in finetune_dataset(cfg, "search")["valid"]][:64]
-    encoded = _encode(tokenizer, texts, cfg.max_length)
+    if cfg.pretrain_whole_functions:
+        encoded = windows(_encode(tokenizer, texts, None), cfg.max_length, tokenizer.bos_token_id,
+                          tokenizer.eos_token_id)
+    else:
+        encoded = _encode(tokenizer, texts, cfg.max_length)
     model = models.build(model_name, cfg, len(tokenizer), tokenizer.pad_token_id, run_seed(cfg))
+    model.get_input_embeddings().weight._lr_scale = cfg.embedding_lr_scale  # tied: the head's too
     gen = torch.Generator().manual_seed(run_seed(cfg))
-    batches = Batches(encoded, cfg.batch_size, run_seed(cfg), masked(tokenizer, cfg.mask_prob, gen))
+    batches = Batches(encoded, cfg.batch_size, run_seed(cfg), masked(tokenizer, cfg.mask_prob, gen),
+                      lengths=[len(e) for e in encoded])
     log = fit(model, batches, mlm_objective, cfg.pretrain_steps, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
               state_dir, cfg.log_every, desc=f"pretraining {model_name}", generators=(gen,), count=masked_count,
               mixed_precision=cfg.mixed_precision)
@@ -484,6 +565,7 @@ def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts
             "train_seconds": float(log["seconds"].iloc[-1]) if len(log) else 0.0,
             "unigram_entropy": unigram_entropy(encoded, set(tokenizer.all_special_ids)),
             "valid_mlm_loss": mlm_loss(model, valid, tokenizer, cfg) if valid else None,
-            "train_sequences": len(encoded), "key": config_key(key or pretrain_key(model_name, cfg), PRETRAIN_VERSION)}
+            "train_sequences": len(encoded), "train_tokens": sum(len(e) for e in encoded),
+            "key": config_key(key or pretrain_key(model_name, cfg), PRETRAIN_VERSION)}
     write_json_atomic(out / "meta.json", meta)
     wait_for_everyone()

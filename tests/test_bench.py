@@ -26,12 +26,14 @@ def test_parameters_are_the_models(rows):
 
 def test_activation_memory_is_affine_in_the_batch_and_predicts_a_third_size(rows):
     """Measured at 1 and 2 sequences, the estimate at 3 equals the bytes saved at 3, exactly;
-    per sequence it holds at least the log-probabilities cross-entropy keeps ([length, vocab] float32)."""
+    per sequence it holds at least the log-probabilities cross-entropy keeps at the masked
+    positions ([masked, vocab] float32: the head runs only there)."""
     for r in rows:
         model = build(r["model"], TINY, TINY.vocab_size).train()
         at3 = bench.saved_activations(model, bench.mlm_batch(TINY, 3, TINY.max_length))
         assert at3["bytes"] == bench.activation_bytes(r, 3), r["model"]
-        assert r["act_per_seq"] >= 4 * TINY.max_length * TINY.vocab_size, r["model"]
+        masked = bench.masked_per_sequence(TINY, TINY.max_length)
+        assert r["act_per_seq"] >= 4 * masked * TINY.vocab_size, r["model"]
         assert bench.gpu_bytes(r, 64) - bench.gpu_bytes(r, 32) == 32 * r["act_per_seq"]
         assert bench.gpu_bytes(r, 0) == 16 * r["parameters"] + r["act_fixed"]
 
@@ -98,3 +100,27 @@ def test_gpu_scan_check_compares_the_dispatch_with_the_cpu_path(monkeypatch):
     assert set(res["errors"]) == {"y", *(f"d{k}" for k in bench.SCAN_INPUTS)}
     assert all(v == 0.0 for v in res["errors"].values())
 
+
+
+def test_pretrain_benchmark_counts_real_tokens_and_compares_the_modes():
+    """``bench pretrain`` on injected texts: packed rows carry batch x length real tokens; the
+    padded and bucketed batches hold functions, their real tokens summed over a whole epoch
+    equal; the first mode's speed-up is 1 exactly; every rate is positive."""
+    from test_train import TEXTS, _tiny_tokenizer
+
+    cfg = profile("smoke", max_length=16, batch_size=4, d_model=16, n_layers=1, d_state=8, n_heads=2,
+                  mamba_d_state=4)
+    tok = _tiny_tokenizer(TEXTS)
+    texts = TEXTS[:12]  # 3 batches of 4: the warm-up batch and 2 timed ones
+    rows = bench.pretrain_benchmark(cfg, ("codessm", "rocoder"), steps=2, threads=1, texts=texts, tokenizer=tok)
+    assert [(r["model"], r["mode"]) for r in rows] == [(m, mode) for m in ("codessm", "rocoder")
+                                                       for mode in bench.PRETRAIN_MODES]
+    layouts = bench.pretrain_batches(cfg, 3, texts, tok)
+    total = sum(len(ids) for ids in tok(texts, truncation=True, max_length=16)["input_ids"])
+    assert sum(int(m.sum()) for _, m, _ in layouts["padded"]) == sum(int(m.sum()) for _, m, _ in layouts["bucketed"]) == total
+    assert sum(m.numel() for _, m, _ in layouts["bucketed"]) <= sum(m.numel() for _, m, _ in layouts["padded"])
+    for r in rows:
+        if r["mode"].startswith("packed"):
+            assert r["tokens_per_step"] == 4 * 16
+        assert r["step_s"] > 0 and r["tokens_per_s"] > 0
+    assert all(r["speedup"] == 1.0 for r in rows if r["mode"] == bench.PRETRAIN_MODES[0])

@@ -16,7 +16,7 @@ def test_override_and_coercion():
 
 
 def test_unknown_profile_lists_valid_names():
-    with pytest.raises(ValueError, match="smoke, default, paper"):
+    with pytest.raises(ValueError, match="smoke, default, long, paper"):
         config.profile("huge")
 
 

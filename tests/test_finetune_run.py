@@ -97,3 +97,26 @@ def test_runs_in_worker_processes_equal_runs_in_process(monkeypatch):
     assert tables["1"].equals(tables["2"])
     assert set(map(tuple, tables["1"][["task", "init"]].drop_duplicates().to_numpy())) == \
         {(t, "pretrained" if p else "random") for _, t, _, p in runs}
+
+
+@pytest.mark.slow
+def test_early_stopping_records_its_steps_and_keeps_the_best_weights():
+    """Smoke search with a score every 4 steps and patience 1, at most 40 steps: the run stops
+    at a multiple of 4 once a score fails to improve, records steps run and the best step, and
+    its saved weights score the best validation MRR it recorded (the best weights, not the last)."""
+    import json
+
+    from analysis.data import finetune_dataset, load_tokenizer
+    from analysis.finetune.scoring import validation_score
+    from analysis.finetune.training import validation_split
+
+    cfg = config.profile("smoke", finetune_steps=40, finetune_eval_every=4, finetune_patience=1)
+    path = finetune("codessm", "search", cfg, from_pretrained=False)
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["steps_run"] % 4 == 0 and meta["best_step"] % 4 == 0
+    assert meta["best_step"] <= meta["steps_run"] <= 40
+    assert meta["steps_run"] == 40 or meta["steps_run"] == meta["best_step"] + 4
+    net, tok, head = load_finetuned(path)
+    train = finetune_dataset(cfg, "search")["train"]
+    _, valid = validation_split(cfg, "search", train)
+    assert validation_score(net, tok, head, "search", cfg, valid) == pytest.approx(meta["valid_score"], abs=1e-6)

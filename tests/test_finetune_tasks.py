@@ -30,6 +30,26 @@ def test_mean_pool_ignores_padding():
     assert torch.allclose(tasks.mean_pool(hidden, mask), torch.tensor([[1.0, 0.0]]))
 
 
+def test_pool_mask_drops_special_tokens_but_never_empties_a_sequence():
+    """<s>=1, </s>=2, pad=0: "<s> 7 8 </s> pad" pools 7, 8; "<s> </s>" has nothing else and
+    keeps both; without special ids the mask is the attention mask."""
+    ids = torch.tensor([[1, 7, 8, 2, 0], [1, 2, 0, 0, 0]])
+    att = (ids != 0).long()
+    assert tasks.pool_mask(ids, att, [1, 2]).tolist() == [[0, 1, 1, 0, 0], [1, 1, 0, 0, 0]]
+    assert torch.equal(tasks.pool_mask(ids, att), att)
+    hidden = torch.tensor([[[9.0, 9.0], [1.0, 0.0], [3.0, 0.0], [9.0, 9.0], [5.0, 5.0]]])
+    assert torch.allclose(tasks.mean_pool(hidden, tasks.pool_mask(ids[:1], att[:1], [1, 2])), torch.tensor([[1.0, 0.0]]))
+
+
+def test_centring_removes_the_shared_direction():
+    """(1, 1) + (±1, 0) and (1, 1) + (0, ±1): all cosines positive, large; centred, each pair
+    of opposites has cosine -1 and the mean is gone."""
+    shared = torch.tensor([[2.0, 1.0], [0.0, 1.0], [1.0, 2.0], [1.0, 0.0]])
+    out = tasks.centred(shared)
+    assert torch.allclose(out, torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]))
+    assert torch.allclose(out.norm(dim=1), torch.ones(4))
+
+
 def test_contrastive_loss_decreases_on_a_tiny_batch():
     torch.manual_seed(0)
     model = TinyEncoder()
@@ -82,3 +102,39 @@ def test_embed_pools_the_chosen_layer_over_real_tokens_only():
     expect_last = torch.nn.functional.normalize(torch.stack([hidden[[2, 3]].mean(0), hidden[4]]), dim=-1)
     assert torch.allclose(last, expect_last, atol=1e-6)
     assert not torch.allclose(last, layer0, atol=1e-3)
+
+
+def test_early_stopping_keeps_the_best_weights_and_stops_after_patience(tmp_path):
+    """Scores 0.1, 0.3, 0.2, 0.25 at steps 10..40 with patience 2: a new best at 20, then two
+    without one: stop at 40, and the weights restored are those of step 20. A second instance
+    on the same state file (a resumed run) continues: step 40 is not scored again."""
+    from analysis.finetune.training import EarlyStopping
+
+    layer = nn.Linear(2, 1)
+    scores = iter([0.1, 0.3, 0.2, 0.25])
+    early = EarlyStopping([layer], lambda: next(scores), every=10, patience=2, path=tmp_path / "early.pt")
+    stopped, at = [], {}
+    for step in range(1, 51):
+        with torch.no_grad():
+            layer.weight.fill_(step)
+        at[step] = layer.weight.clone()
+        if early(step):
+            stopped.append(step)
+            break
+    assert stopped == [40] and early.state["best_step"] == 20 and early.state["best"] == 0.3
+    early.restore()
+    assert torch.equal(layer.weight, at[20])
+    again = EarlyStopping([layer], lambda: 1 / 0, every=10, patience=2, path=tmp_path / "early.pt")
+    assert again(30) is False and again(40) is True  # replayed steps: no new scoring
+
+
+def test_validation_is_held_out_of_training_when_the_valid_split_is_too_small(monkeypatch):
+    from analysis.finetune import training
+
+    train = [{"code": str(k), "targets": [(0, 1, 0)]} for k in range(600)]
+    monkeypatch.setattr(training, "finetune_dataset", lambda cfg, task: {"valid": train[:3]})
+    kept, valid = training.validation_split(None, "types", train)
+    assert len(valid) == 60 and kept == train[:540] and valid == train[540:]
+    monkeypatch.setattr(training, "finetune_dataset", lambda cfg, task: {"valid": train[:300]})
+    kept, valid = training.validation_split(None, "types", train)
+    assert kept == train and valid == train[:training.MAX_VALID]

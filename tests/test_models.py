@@ -292,3 +292,83 @@ def test_last_hidden_state_is_after_the_final_norm_as_in_hugging_face(name):
     assert torch.allclose(real.mean(-1), torch.zeros(len(real)), atol=1e-5)
     assert torch.equal(logits, model.lm_head(last))
     assert (last[1, 8:] == 0).all()
+
+
+@pytest.mark.parametrize("name", ["codessm", "rocoder", "bimamba"])
+def test_the_head_at_masked_positions_gives_the_full_heads_loss_and_logits(name):
+    """With labels the head runs only where label != -100: its logits are exactly the rows of
+    the full logits there (row-major), its loss the full head's cross-entropy with ignore_index,
+    and the gradients agree; a batch with nothing masked has loss 0, not NaN."""
+    import torch.nn.functional as F
+
+    model = build(name, SMOKE, VOCAB).train()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(11)
+    ids = _ids(3, 16, seed=11)
+    mask = torch.ones_like(ids)
+    mask[2, 10:] = 0
+    labels = torch.where(torch.rand(ids.shape, generator=g) < 0.3, ids, torch.full_like(ids, -100))
+    labels[mask == 0] = -100
+    full = model(input_ids=ids, attention_mask=mask).logits
+    assert full.shape == (3, 16, VOCAB)
+    want = F.cross_entropy(full.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads_full = torch.autograd.grad(want, params, allow_unused=True)
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    assert out.logits.shape == (int((labels != -100).sum()), VOCAB)
+    assert torch.equal(out.logits, full[labels != -100])
+    assert torch.allclose(out.loss, want, atol=1e-6)
+    for a, b in zip(grads_full, torch.autograd.grad(out.loss, params, allow_unused=True)):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-6)
+    none = model(input_ids=ids, attention_mask=mask, labels=torch.full_like(ids, -100))
+    assert none.loss.item() == 0.0 and none.loss.requires_grad
+
+
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("name", MODELS)
+def test_every_loaded_tensor_is_the_one_in_the_safetensors_file(name, tie, tmp_path):
+    """Weights perturbed away from any initialisation, saved, then loaded by ``load_checkpoint``
+    (the project's loader): every tensor of the loaded model equals the file's tensor of that
+    name, every file tensor is used, and none equals a fresh initialisation's (a loader that
+    re-initialised any weight after reading it, as transformers may for custom classes, fails).
+    With tied embeddings the head's weight is stored once and loaded as the same tensor."""
+    from safetensors.torch import load_file
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models as tm
+
+    cfg = SMOKE.replace(tie_embeddings=tie)
+    model = build(name, cfg, VOCAB).eval()
+    fresh = build(name, cfg, VOCAB).state_dict()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 + 0.05 * torch.rand_like(p))
+    model.save_pretrained(tmp_path)
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tm.WordLevel({"<pad>": 0, "<unk>": 1}, unk_token="<unk>")),
+                            pad_token="<pad>", unk_token="<unk>").save_pretrained(tmp_path)
+    loaded, _ = load_checkpoint(tmp_path)
+    stored = load_file(str(tmp_path / "model.safetensors"))
+    state = loaded.state_dict()
+    params = dict(loaded.named_parameters(remove_duplicate=False))
+    assert set(stored) <= set(state)
+    for key, value in stored.items():
+        assert torch.equal(state[key], value), key
+    for key in params:  # a tied weight is stored once, under one of its names
+        twin = [k for k in stored if params[k].data_ptr() == params[key].data_ptr()] if key not in stored else [key]
+        assert twin, f"{key} is neither in the file nor tied to a tensor in it"
+        assert not torch.equal(params[key], fresh[key]), f"{key} is back at its initial value"
+    tied = loaded.get_output_embeddings().weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
+    assert tied == tie and loaded.config.tie_word_embeddings == tie
+
+
+@pytest.mark.parametrize("name", ["codessm", "rocoder", "bimamba"])
+def test_tying_the_head_leaves_the_encoders_initial_weights_as_they_are(name):
+    """A random-init encoder is the same with or without a tied LM head (``train.random_key``
+    leaves tying out): the base model's initial tensors are equal, and only the head differs."""
+    tied = build(name, SMOKE.replace(tie_embeddings=True), VOCAB)
+    untied = build(name, SMOKE, VOCAB)
+    a, b = untied.base_model.state_dict(), tied.base_model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert tied.get_output_embeddings().weight.data_ptr() == tied.get_input_embeddings().weight.data_ptr()
+    assert untied.get_output_embeddings().weight.data_ptr() != untied.get_input_embeddings().weight.data_ptr()

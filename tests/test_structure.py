@@ -14,7 +14,7 @@ FLOORS = [
     {"train"},
     {"finetune"},
     {"checkpoints"},
-    {"evaluation", "probing", "interpret"},
+    {"evaluation", "leads", "probing", "interpret"},
     {"claims", "ledger", "plots"},
     {"book", "bench"},
 ]

@@ -8,7 +8,7 @@ import torch
 
 from analysis import config
 from analysis import checkpoints
-from analysis.train import Batches, linear_schedule, mask_tokens, padded
+from analysis.train import Batches, linear_schedule, mask_tokens, padded, windows
 
 
 def test_masking_follows_bert_proportions():
@@ -42,6 +42,44 @@ def test_batches_are_seeded_and_skippable():
     assert torch.equal(next(b)[0], first[13][0])
     ids, mask = first[0]
     assert ((ids != 0) == (mask == 1)).all()
+
+
+def test_bucketed_batches_fill_a_token_budget_with_similar_lengths():
+    """Items of lengths 1..40 in batches of 4 (budget T = 4 x 40 = 160 tokens), one bucket of
+    all 40: sorted, then cut greedily while (items x longest) <= 160, worked by hand:
+    1-12 (12 x 12 = 144; 13 x 13 > 160), 13-20 (8 x 20 = 160), 21-26 (6 x 26 = 156), 27-31
+    (155), 32-35 (140), 36-39 (156), 40. One epoch holds each batch once, in a shuffled order."""
+    lengths = list(range(1, 41))
+    b = Batches(lengths, 4, 3, lengths=lengths, bucket=10)
+    epoch = [next(b) for _ in range(7)]
+    want = [list(range(1, 13)), list(range(13, 21)), list(range(21, 27)), list(range(27, 32)),
+            list(range(32, 36)), list(range(36, 40)), [40]]
+    assert sorted(sorted(batch) for batch in epoch) == want
+    assert sorted(sorted(batch) for batch in (next(b) for _ in range(7))) == want  # the next epoch too
+    assert [sorted(batch) for batch in epoch] != want  # not in length order
+    with pytest.raises(ValueError, match="lengths must be 40 positive numbers"):
+        Batches(lengths, 4, 3, lengths=[1, 2, 3])
+
+
+def test_bucketed_batches_resume_exactly():
+    items = [[1] * (k % 13 + 1) for k in range(50)]
+    a = Batches(items, 3, 7, padded(0), lengths=[len(x) for x in items], bucket=4)
+    seen = [next(a)[0] for _ in range(40)]
+    b = Batches(items, 3, 7, padded(0), lengths=[len(x) for x in items], bucket=4)
+    for _ in range(5):
+        next(b)
+    c = Batches(items, 3, 7, padded(0), lengths=[len(x) for x in items], bucket=4)
+    c.restore(b.state())
+    assert all(torch.equal(next(c)[0], s) for s in seen[5:])
+
+
+def test_windows_cover_each_function_once_in_order():
+    """<s> 10..16 </s> in windows of 5 (3 tokens each): 10 11 12 | 13 14 15 | 16, each wrapped."""
+    out = windows([[1, *range(10, 17), 2], [1, 20, 2]], 5, bos=1, eos=2)
+    assert out == [[1, 10, 11, 12, 2], [1, 13, 14, 15, 2], [1, 16, 2], [1, 20, 2]]
+    assert all(len(w) <= 5 for w in out)
+    with pytest.raises(ValueError, match="length >= 3"):
+        windows([[1, 2]], 2, 1, 2)
 
 
 @pytest.mark.slow

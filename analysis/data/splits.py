@@ -48,17 +48,21 @@ def assign_splits(corpus, seed: int) -> dict[str, str]:
     return {fid: split_of_unit.get(u, "train") for fid, u in unit_of.items()}
 
 
-def split_texts(cfg, split: str) -> list[str]:
-    """Codes of the functions of ``split`` ("train", "valid", "test"), in corpus order."""
+def split_texts(cfg, split: str, docstrings: bool = True) -> list[str]:
+    """Codes of the functions of ``split`` ("train", "valid", "test"), in corpus order; with
+    ``docstrings=False`` without their docstrings (the code search's side of a pair)."""
     if split not in ("train", "valid", "test"):
         raise ValueError(f"unknown split {split!r}; splits: train, valid, test")
     corpus = load_corpus(cfg)
     of = assign_splits(corpus, cfg.seed)
-    return [fn.code for fn in corpus.functions if of[fn.id] == split]
+    return [fn.code if docstrings else fn.code_without_docstring
+            for fn in corpus.functions if of[fn.id] == split]
 
 
-def pretraining_texts(cfg) -> list[str]:
-    """Codes of the training-split functions, in a seeded order: the pretraining corpus."""
-    texts = split_texts(cfg, "train")
+def pretraining_texts(cfg, docstrings: bool = True) -> list[str]:
+    """Codes of the training-split functions (``docstrings=False``: without their docstrings),
+    in a seeded order: the pretraining corpus. The tokenizer is trained on the texts with
+    docstrings, whose words the search queries use."""
+    texts = split_texts(cfg, "train", docstrings)
     random.Random(cfg.seed).shuffle(texts)
     return texts

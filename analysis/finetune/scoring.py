@@ -7,7 +7,13 @@
 - ``types``: accuracy, macro-F1, accuracy on the 5 most common types and on the rest, over
   the annotations within the first ``cfg.max_length`` subwords (the training context).
 
+``score`` also returns the main metric per test item (each query's reciprocal rank among the
+whole pool; 1/0 per scored annotation) with the item's index, so two encoders can be compared
+pair by pair (``evaluation.item_scores``, ``analysis.claims``).
+
 ``zero_shot(net, tokenizer, cfg)`` scores an encoder before any fine-tuning on search.
+Retrieval embeddings pool as ``cfg.pool_special_tokens`` says and, with ``cfg.pool_centre``,
+each side (queries, codes) is centred over the pool before the cosine (``tasks.centred``).
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import pandas as pd
 
 from ..data import finetune_dataset, type_label_names
 from .metrics import classification_scores, mean_pairwise_cosine, mrr, mrr_with_distractors, ranks
-from .tasks import embed, type_predictions
+from .tasks import centred, embed, type_predictions
 
 
 def _test_split(cfg, task: str) -> list[dict]:
@@ -28,6 +34,11 @@ def _test_split(cfg, task: str) -> list[dict]:
     if len(test) < 2:
         raise ValueError(f"the {task} test split has {len(test)} examples; use a larger corpus")
     return test
+
+
+def _embed(net, tokenizer, texts: list[str], max_length: int | None, cfg, layer: int = -1):
+    vectors = embed(net, tokenizer, texts, max_length, layer=layer, specials=cfg.pool_special_tokens)
+    return centred(vectors) if cfg.pool_centre else vectors
 
 
 def score(net, tokenizer, head, task: str, cfg) -> tuple[dict, pd.DataFrame]:
@@ -46,13 +57,13 @@ def score(net, tokenizer, head, task: str, cfg) -> tuple[dict, pd.DataFrame]:
         out["tokens"] = int(len(gold))
         items = pd.DataFrame({"item": np.arange(len(gold)), "correct": np.asarray(gold) == np.asarray(pred)})
     else:
-        queries = embed(net, tokenizer, [e["query"] for e in test], cfg.max_length)
+        queries = _embed(net, tokenizer, [e["query"] for e in test], cfg.max_length, cfg)
         lengths = {"mrr": None} if task == "long_search" else {"mrr": cfg.max_length}
         if task == "long_search":
             lengths["mrr_truncated"] = cfg.max_length
         out, frames = {}, []
         for name, max_length in lengths.items():
-            codes = embed(net, tokenizer, [e["code"] for e in test], max_length)
+            codes = _embed(net, tokenizer, [e["code"] for e in test], max_length, cfg)
             scores = (queries @ codes.T).numpy()
             out[name] = mrr(scores)
             frames.append(pd.DataFrame({"item": np.arange(len(test)), "reciprocal_rank": 1.0 / ranks(scores),
@@ -65,6 +76,17 @@ def score(net, tokenizer, head, task: str, cfg) -> tuple[dict, pd.DataFrame]:
     return out, items
 
 
+def validation_score(net, tokenizer, head, task: str, cfg, examples: list[dict]) -> float:
+    """The main metric of ``task`` on ``examples`` (early stopping's criterion): MRR among them
+    for the retrieval tasks (within the training context), token accuracy for ``types``."""
+    if task == "types":
+        gold, pred = type_predictions(net, head, tokenizer, examples, max_length=cfg.max_length)
+        return float((gold == pred).mean()) if len(gold) else 0.0
+    queries = _embed(net, tokenizer, [e["query"] for e in examples], cfg.max_length, cfg)
+    codes = _embed(net, tokenizer, [e["code"] for e in examples], cfg.max_length, cfg)
+    return mrr((queries @ codes.T).numpy())
+
+
 def zero_shot(net, tokenizer, cfg, n: int = 300) -> tuple[dict, pd.DataFrame]:
     """The encoder before any fine-tuning, on the first ``n`` search test pairs: MRR of its
     mean-pooled embeddings, the same from its token embeddings alone (layer 0: a bag of
@@ -75,11 +97,14 @@ def zero_shot(net, tokenizer, cfg, n: int = 300) -> tuple[dict, pd.DataFrame]:
         raise ValueError(f"the search test split has {len(test)} examples; use a larger corpus")
     out = {}
     for layer, name in ((-1, "zero-shot MRR"), (0, "zero-shot MRR, token embeddings alone")):
-        queries = embed(net, tokenizer, [e["query"] for e in test], cfg.max_length, layer=layer)
-        codes = embed(net, tokenizer, [e["code"] for e in test], cfg.max_length, layer=layer)
+        queries = _embed(net, tokenizer, [e["query"] for e in test], cfg.max_length, cfg, layer)
+        raw = embed(net, tokenizer, [e["code"] for e in test], cfg.max_length, layer=layer,
+                    specials=cfg.pool_special_tokens)
+        codes = centred(raw) if cfg.pool_centre else raw
         scores = (queries @ codes.T).numpy()
         out[name] = mrr(scores)
         if layer == -1:
-            out["mean cosine between functions"] = mean_pairwise_cosine(codes.numpy())
+            # before centring: centred vectors average to 0, so their mean cosine says nothing
+            out["mean cosine between functions"] = mean_pairwise_cosine(raw.numpy())
             items = pd.DataFrame({"item": np.arange(len(test)), "reciprocal_rank": 1.0 / ranks(scores)})
     return {**out, "pairs": len(test)}, items

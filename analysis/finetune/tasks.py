@@ -5,7 +5,8 @@ returns its last hidden layer ``[batch, length, dim]`` (``models.encoder_states`
 same code serves CodeSSM, RoCoder and BiMamba.
 
 NL code search (and long-context retrieval) is a bi-encoder with one shared encoder:
-``e(x) = normalise(mean_t h_t(x))`` over real (unmasked) tokens, trained with the symmetric
+``e(x) = normalise(mean_t h_t(x))`` over real (unmasked) tokens (``pool_mask``: without
+``<s>``/``</s>`` when ``cfg.pool_special_tokens`` is False), trained with the symmetric
 in-batch contrastive loss (InfoNCE)
 
     L = 1/2 [ CE(S, diag) + CE(S^T, diag) ],   S_ij = e(q_i) . e(c_j) / tau,
@@ -39,6 +40,20 @@ def encode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torc
     return encoder_states(model, input_ids, attention_mask)[-1]
 
 
+def pool_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids=()) -> torch.Tensor:
+    """The positions mean pooling averages, r(B L): real tokens other than ``special_ids``
+    (e.g. <s>, </s>); a sequence holding nothing else keeps its real tokens (never an empty mean)."""
+    keep = attention_mask.bool() & ~torch.isin(input_ids, torch.as_tensor(list(special_ids), dtype=input_ids.dtype,
+                                                                    device=input_ids.device))
+    return torch.where(keep.any(1, keepdim=True), keep, attention_mask.bool()).long()
+
+
+def centred(vectors: torch.Tensor) -> torch.Tensor:
+    """Rows r(n D) minus their mean, L2-normalised: (v_i - mean_j v_j) / |v_i - mean_j v_j|.
+    Removes the direction all embeddings share (anisotropy), which otherwise dominates cosines."""
+    return F.normalize(vectors - vectors.mean(0, keepdim=True), dim=-1)
+
+
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over real tokens, L2-normalised. hidden: [batch, length, dim]; mask: [batch, length]."""
     mask = mask.to(hidden.dtype).unsqueeze(-1)
@@ -64,9 +79,11 @@ def tokenize(tokenizer, texts: list[str], max_length: int | None):
 
 @torch.no_grad()
 def embed(model, tokenizer, texts: list[str], max_length: int | None, batch_size: int = 16,
-          progress: bool = False, layer: int = -1) -> torch.Tensor:
+          progress: bool = False, layer: int = -1, specials: bool = True) -> torch.Tensor:
     """Normalised mean-pooled embeddings of ``texts``: [n, dim] on the CPU, from the last hidden
-    layer (``layer=0``: the token embeddings alone, before any layer mixes in context)."""
+    layer (``layer=0``: the token embeddings alone, before any layer mixes in context),
+    averaging the special tokens too unless ``specials`` is False."""
+    special_ids = () if specials else tokenizer.all_special_ids
 
     model.eval()
     device = model_device(model)
@@ -77,7 +94,7 @@ def embed(model, tokenizer, texts: list[str], max_length: int | None, batch_size
         idx = order[s:s + batch_size]
         enc = to_device(tokenize(tokenizer, [texts[i] for i in idx], max_length), device)
         hidden = encoder_states(model, enc["input_ids"], enc["attention_mask"])[layer]
-        vec = mean_pool(hidden, enc["attention_mask"]).cpu()
+        vec = mean_pool(hidden, pool_mask(enc["input_ids"], enc["attention_mask"], special_ids)).cpu()
         for k, i in enumerate(idx):
             out[i] = vec[k]
     return torch.stack(out) if out else torch.empty(0)

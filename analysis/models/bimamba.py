@@ -14,7 +14,8 @@ mixer follows ``mamba_ssm.modules.mamba_simple.Mamba`` with the same parameter n
     out = out_proj(y)
 
 ``BiMambaModel`` is the encoder (Hugging Face's base model); ``BiMambaForMaskedLM`` holds it as
-``bimamba`` (``base_model_prefix``) with an untied LM head on top.
+``bimamba`` (``base_model_prefix``) with an LM head on top, tied to the input embeddings or not
+(``tie_word_embeddings``).
 """
 from __future__ import annotations
 
@@ -34,13 +35,15 @@ class BiMambaConfig(PretrainedConfig):
 
     def __init__(self, vocab_size=8000, d_model=128, n_layers=4, d_state=16, d_conv=4, expand=2,
                  dt_rank=None, dt_min=1e-3, dt_max=1e-1, layer_norm_eps=1e-5,
-                 initializer_range=0.02, dropout=0.0, pad_token_id=0, **kwargs):
+                 initializer_range=0.02, dropout=0.0, pad_token_id=0, tie_word_embeddings=False,
+                 **kwargs):
         self.vocab_size, self.d_model, self.n_layers = vocab_size, d_model, n_layers
         self.d_state, self.d_conv, self.expand = d_state, d_conv, expand
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
         self.dt_min, self.dt_max = dt_min, dt_max
         self.layer_norm_eps, self.initializer_range, self.dropout = layer_norm_eps, initializer_range, dropout
         self.hidden_size, self.num_hidden_layers = d_model, n_layers
+        self.tie_word_embeddings = tie_word_embeddings  # the LM head's weight is the embedding table
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
 
@@ -149,7 +152,10 @@ class BiMambaModel(BiMambaPreTrainedModel):
 
 
 class BiMambaForMaskedLM(MaskedLMHead, BiMambaPreTrainedModel):
-    """BiMamba with a masked-language-modelling head (untied) on ``last_hidden_state``."""
+    """BiMamba with a masked-language-modelling head on ``last_hidden_state``; its weight is the
+    input embedding table when ``config.tie_word_embeddings`` (as BERT's), else its own."""
+
+    _tied_weights_keys = {"lm_head.weight": "bimamba.embeddings.weight"}
 
     def __init__(self, config: BiMambaConfig):
         super().__init__(config)

@@ -17,7 +17,8 @@ kernels per layer and direction, over channel groups; 1 as in BiGS) and ``hf_con
 0 = off; its weights start at zero, so at initialisation it is CodeSSM).
 
 ``CodeSSMModel`` is the encoder (hidden states, Hugging Face's base model); ``CodeSSMForMaskedLM``
-holds it as ``codessm`` (``base_model_prefix``) with an untied LM head on top.
+holds it as ``codessm`` (``base_model_prefix``) with an LM head on top, tied to the input
+embeddings or not (``tie_word_embeddings``).
 """
 from __future__ import annotations
 
@@ -35,13 +36,15 @@ class CodeSSMConfig(PretrainedConfig):
 
     def __init__(self, vocab_size=8000, d_model=128, n_layers=4, d_state=32, d_inner=None,
                  n_kernels=1, hf_conv_width=0, dropout=0.0, layer_norm_eps=1e-5,
-                 initializer_range=0.02, dt_min=1e-3, dt_max=1e-1, pad_token_id=0, **kwargs):
+                 initializer_range=0.02, dt_min=1e-3, dt_max=1e-1, pad_token_id=0, tie_word_embeddings=False,
+                 **kwargs):
         self.vocab_size, self.d_model, self.n_layers, self.d_state = vocab_size, d_model, n_layers, d_state
         self.d_inner = d_inner or (8 * d_model) // 3
         self.n_kernels, self.hf_conv_width, self.dropout = n_kernels, hf_conv_width, dropout
         self.layer_norm_eps, self.initializer_range = layer_norm_eps, initializer_range
         self.dt_min, self.dt_max = dt_min, dt_max
         self.hidden_size, self.num_hidden_layers = d_model, n_layers
+        self.tie_word_embeddings = tie_word_embeddings  # the LM head's weight is the embedding table
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
 
@@ -138,7 +141,10 @@ class CodeSSMModel(CodeSSMPreTrainedModel):
 
 
 class CodeSSMForMaskedLM(MaskedLMHead, CodeSSMPreTrainedModel):
-    """CodeSSM with a masked-language-modelling head (untied) on ``last_hidden_state``."""
+    """CodeSSM with a masked-language-modelling head on ``last_hidden_state``; its weight is the
+    input embedding table when ``config.tie_word_embeddings`` (as BERT's), else its own."""
+
+    _tied_weights_keys = {"lm_head.weight": "codessm.embeddings.weight"}
 
     def __init__(self, config: CodeSSMConfig):
         super().__init__(config)

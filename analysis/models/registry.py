@@ -4,7 +4,7 @@ and loading a local checkpoint directory, strictly.
 Registry names: ``codessm``, ``codessm-hf`` (parallel short convolution, width
 ``cfg.hf_conv_width`` or 4), ``codessm-8kernel`` (8 kernels per layer and direction),
 ``rocoder``, ``bimamba``. RoCoder's feed-forward size is chosen so its parameter count matches
-CodeSSM's. Every family is a Hugging Face base model plus a masked-LM head, registered with
+CodeSSM's. ``cfg.tie_embeddings`` ties each family's LM-head weight to its input embeddings. Every family is a Hugging Face base model plus a masked-LM head, registered with
 ``AutoConfig``, ``AutoModel`` and ``AutoModelForMaskedLM``, so ``save_pretrained`` /
 ``from_pretrained(dir)`` round-trip exactly. Training on demand is not here:
 ``analysis.checkpoints`` is the one place that trains.
@@ -53,7 +53,8 @@ def codessm_config(name: str, cfg, vocab_size: int, pad_id: int = 0) -> CodeSSMC
     else:
         extra = {"n_kernels": cfg.n_kernels, "hf_conv_width": cfg.hf_conv_width}
     return CodeSSMConfig(vocab_size=vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers,
-                         d_state=cfg.d_state, dropout=cfg.dropout, pad_token_id=pad_id, **extra)
+                         d_state=cfg.d_state, dropout=cfg.dropout, pad_token_id=pad_id,
+                         tie_word_embeddings=cfg.tie_embeddings, **extra)
 
 
 def trainable_parameters(model) -> int:
@@ -77,10 +78,11 @@ def build(name: str, cfg, vocab_size: int, pad_id: int = 0, seed: int | None = N
         return CodeSSMForMaskedLM(codessm_config(name, cfg, vocab_size, pad_id))
     if name == "rocoder":
         return RoCoderForMaskedLM(rocoder_config(vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads,
-                                                 rocoder_intermediate(cfg), cfg.dropout, pad_id))
+                                                 rocoder_intermediate(cfg), cfg.dropout, pad_id, cfg.tie_embeddings))
     return BiMambaForMaskedLM(BiMambaConfig(vocab_size=vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers,
                                             d_state=cfg.mamba_d_state, d_conv=cfg.mamba_d_conv,
-                                            expand=cfg.mamba_expand, dropout=cfg.dropout, pad_token_id=pad_id))
+                                            expand=cfg.mamba_expand, dropout=cfg.dropout, pad_token_id=pad_id,
+                                            tie_word_embeddings=cfg.tie_embeddings))
 
 
 def check_checkpoint(path: str | Path) -> Path:

@@ -11,7 +11,9 @@ Built from ``transformers``' RoFormer classes by subclassing, never by patching 
 - ``RoCoderSinusoidalPositionalEmbedding``: RoFormer's sinusoidal table built vectorised (the
   parent builds it with a Python loop over the 65,536 positions RoCoder allows).
 - ``RoCoderModel`` (base model, ``roformer``) and ``RoCoderForMaskedLM`` (``roformer`` + ``cls``),
-  with their own ``model_type`` "rocoder", registered with the Auto classes.
+  with their own ``model_type`` "rocoder", registered with the Auto classes. Given labels,
+  ``RoCoderForMaskedLM`` runs ``cls`` only at the masked positions (``encoder.masked_lm_output``),
+  as CodeSSM and BiMamba do; without labels it is RoFormer's forward.
 """
 from __future__ import annotations
 
@@ -19,11 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import RoFormerConfig
+from transformers.modeling_outputs import MaskedLMOutput
 from transformers.models.roformer.modeling_roformer import (RoFormerEmbeddings, RoFormerEncoder,
                                                             RoFormerForMaskedLM, RoFormerModel,
                                                             RoFormerOnlyMLMHead, RoFormerPreTrainedModel,
                                                             RoFormerSelfAttention,
                                                             RoFormerSinusoidalPositionalEmbedding)
+
+from .encoder import masked_lm_output
 
 
 class RoCoderConfig(RoFormerConfig):
@@ -31,14 +36,15 @@ class RoCoderConfig(RoFormerConfig):
 
 
 def rocoder_config(vocab_size: int, d_model: int, n_layers: int, n_heads: int, intermediate: int,
-                   dropout: float = 0.0, pad_token_id: int = 0) -> RoCoderConfig:
+                   dropout: float = 0.0, pad_token_id: int = 0, tie_word_embeddings: bool = False) -> RoCoderConfig:
     if d_model % n_heads:
         raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
     return RoCoderConfig(vocab_size=vocab_size, embedding_size=d_model, hidden_size=d_model,
                          num_hidden_layers=n_layers, num_attention_heads=n_heads,
                          intermediate_size=intermediate, hidden_dropout_prob=dropout,
                          attention_probs_dropout_prob=dropout, max_position_embeddings=1 << 16,
-                         pad_token_id=pad_token_id, tie_word_embeddings=False, rotary_value=False)
+                         pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings,
+                         rotary_value=False)
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
@@ -111,3 +117,13 @@ class RoCoderForMaskedLM(RoFormerForMaskedLM):
         self.roformer = RoCoderModel(config)
         self.cls = RoFormerOnlyMLMHead(config)
         self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, output_hidden_states=None,
+                return_dict=None, **kwargs) -> MaskedLMOutput:
+        # input_ids, labels: [batch, length]
+        if labels is None or kwargs.get("inputs_embeds") is not None or return_dict is False:
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+                                   output_hidden_states=output_hidden_states, return_dict=return_dict, **kwargs)
+        base = self.roformer(input_ids, attention_mask=attention_mask,
+                             output_hidden_states=output_hidden_states, return_dict=True, **kwargs)
+        return masked_lm_output(self.cls, base, labels)
