@@ -134,6 +134,7 @@ class Profile:
     probe_functions_dfg: int = 130
     probe_pairs_per_class: int = 300
     probe_max_tokens: int = 200          # probe functions have at most this many code tokens
+    probe_within_context: bool = True    # probe functions fit the pretraining context (at most max_length subwords, <s> and </s> included); False: any length up to probe_max_tokens
     probe_test_fraction: float = 0.2
     probe_max_train_points: int = 600    # DirectProbe training points per layer (subsampled)
     probe_sweep_points: tuple = (200, 400, 600, 800)  # chapter 03's sample-size sweep
@@ -227,7 +228,7 @@ RANGES = {
     "pool_special_tokens": OneOf((False, True)), "pool_centre": OneOf((False, True)),
     "finetune_eval_every": AT_LEAST_0, "finetune_patience": AT_LEAST_1,
     "probe_dfg_literals": OneOf((False, True)), "probe_siblings_below": OneOf((False, True)),
-    "probe_string_quotes": OneOf((False, True)),
+    "probe_string_quotes": OneOf((False, True)), "probe_within_context": OneOf((False, True)),
 }
 FIELD_NAMES = frozenset(f.name for f in fields(Profile))
 _TYPES = typing.get_type_hints(Profile)

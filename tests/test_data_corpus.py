@@ -157,3 +157,22 @@ def test_probe_sets_are_balanced_and_split_by_function(smoke):
             else:
                 kind = p.edge_set().get((row.i, row.j))
                 assert kind == [None, "comesFrom", "computedFrom"][row.label]
+
+
+@pytest.mark.slow
+def test_probe_functions_fit_the_pretraining_context(smoke):
+    """With probe_within_context (the default) every probe function's subword sequence, <s> and
+    </s> included, fits max_length, and the longer ones are counted; without it, longer ones
+    are probed too (smoke's corpus has functions of 10..120 code tokens beyond 64 subwords)."""
+    cfg = smoke.replace(max_length=64)
+    tokenizer = load_tokenizer(cfg)
+    inside = probe_dataset(cfg, "siblings")
+    lengths = [len(tokenizer(code)["input_ids"]) for code in map(_code_of(inside), range(len(inside.functions)))]
+    assert max(lengths) <= 64
+    assert inside.skipped.get("longer than the pretraining context (64 subwords)", 0) > 0
+    free = probe_dataset(cfg.replace(probe_within_context=False), "siblings")
+    assert max(len(tokenizer(c)["input_ids"]) for c in map(_code_of(free), range(len(free.functions)))) > 64
+
+
+def _code_of(data):
+    return lambda k: data.functions[k].code

@@ -13,10 +13,15 @@
 The relations follow the reference pipeline unless a profile field says otherwise
 (``probe_dfg_literals``, ``probe_siblings_below``, ``probe_string_quotes``; see
 ``analysis.data.parse``). Functions are drawn with the seed from the corpus (those that
-parse and have 10 to ``cfg.probe_max_tokens`` code tokens; the ones that cannot be parsed
-are counted in ``ProbeData.skipped``), split 80/20 *by function* (no function feeds both
-sides), then pairs are sampled per class within each side: ``cfg.probe_pairs_per_class``
-per class in all, shared between the sides in proportion.
+parse and have 10 to ``cfg.probe_max_tokens`` code tokens and, with
+``cfg.probe_within_context``, at most ``cfg.max_length`` subwords of the project's tokenizer,
+``<s>`` and ``</s>`` included: the context the encoders were pretrained on, so no probe reads a
+position pretraining never trained, and the three models meet on equal terms; length
+extrapolation is the long_search task's question. The functions that cannot be parsed or are
+longer than the context are counted in ``ProbeData.skipped``), split by function (no function
+feeds both sides; ``cfg.probe_test_fraction`` of them test), then pairs are sampled per class
+within each side: ``cfg.probe_pairs_per_class`` per class in all, shared between the sides in
+proportion.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import pandas as pd
 from ..cache import cached
 from .corpus import corpus_key, load_corpus
 from .parse import CodeParseError, ParsedCode, parse_function
+from .tokenizer import load_tokenizer, tokenizer_key
 
 # tree-sitter node types of the first token of a distance or siblings pair: the list of
 # Anand et al. (their `'true' 'or'` lacks a comma, which drops both; both are kept here)
@@ -44,7 +50,7 @@ TASKS = {
     "dfg": (["no edge", "comesFrom", "computedFrom"], "concat"),
 }
 OPTION_FIELDS = ("probe_dfg_literals", "probe_siblings_below", "probe_string_quotes")
-PROBE_VERSION = "2"
+PROBE_VERSION = "3"  # 3: functions within the pretraining context (probe_within_context)
 
 
 @dataclass
@@ -116,13 +122,15 @@ def _candidates(task: str, p: ParsedCode, rng: random.Random, per_class_cap: int
 
 def choose_functions(cfg, task: str) -> tuple[list, Counter]:
     """(id, code, parsed) of the functions of ``task``'s probe set, in the seeded order,
-    and the count of corpus functions passed over because they cannot be parsed."""
+    and the count of corpus functions passed over, by reason (they cannot be parsed, or they
+    are longer than the pretraining context)."""
     n_functions = {"distance": cfg.probe_functions_distance, "siblings": cfg.probe_functions_siblings,
                    "dfg": cfg.probe_functions_dfg}[task]
     rng = random.Random(f"{cfg.seed}:{task}")
     corpus = load_corpus(cfg)
     order = list(range(len(corpus.functions)))
     rng.shuffle(order)
+    tokenizer = load_tokenizer(cfg) if cfg.probe_within_context else None
     chosen, skipped = [], Counter()
     for k in order:
         fn = corpus.functions[k]
@@ -133,13 +141,17 @@ def choose_functions(cfg, task: str) -> tuple[list, Counter]:
         except CodeParseError as err:
             skipped[f"does not parse: {str(err).split(' (')[0]}"] += 1
             continue
-        if 10 <= len(p.tokens) <= cfg.probe_max_tokens and (task != "dfg" or p.dfg_edges):
-            chosen.append((fn.id, fn.code, p))
+        if not (10 <= len(p.tokens) <= cfg.probe_max_tokens and (task != "dfg" or p.dfg_edges)):
+            continue
+        if tokenizer is not None and len(tokenizer(fn.code)["input_ids"]) > cfg.max_length:
+            skipped[f"longer than the pretraining context ({cfg.max_length} subwords)"] += 1
+            continue
+        chosen.append((fn.id, fn.code, p))
         if len(chosen) == n_functions:
             break
     if len(chosen) < 5:
-        raise ValueError(f"only {len(chosen)} functions qualify for the {task} probe; "
-                         f"raise probe_max_tokens or use a larger corpus")
+        raise ValueError(f"only {len(chosen)} functions qualify for the {task} probe; raise probe_max_tokens "
+                         f"or max_length, set probe_within_context=False, or use a larger corpus")
     return chosen, skipped
 
 
@@ -181,10 +193,12 @@ def _load(path: Path) -> ProbeData:
 def probe_data_key(cfg, task: str) -> dict:
     """Everything a probe dataset depends on (corpus, sizes, relation definitions, code
     version): the cache key of the dataset, and part of the key of anything built on it."""
+    context = {**tokenizer_key(cfg), **cfg.subset("max_length")} if cfg.probe_within_context else {}
     return {**corpus_key(cfg), **cfg.subset("probe_functions_distance", "probe_functions_siblings",
                                             "probe_functions_dfg", "probe_pairs_per_class",
-                                            "probe_max_tokens", "probe_test_fraction", *OPTION_FIELDS),
-            "task": task, "probe_version": PROBE_VERSION}
+                                            "probe_max_tokens", "probe_test_fraction", "probe_within_context",
+                                            *OPTION_FIELDS),
+            **context, "task": task, "probe_version": PROBE_VERSION}
 
 
 def probe_dataset(cfg, task: str) -> ProbeData:
