@@ -6,9 +6,9 @@ A chapter names a profile and may override any field::
 
 ``smoke``   CI: tiny models and data, every chapter in a minute or two on 2 CPU cores.
 ``default`` the rendered book on a laptop CPU: the whole book in under an hour on 2 cores.
-``long``    the default's models pretrained on about 20x the tokens (whole functions, every
-          window), fine-tuned on the whole training sets to convergence: a few hours on 2 CPU
-          cores, about one on a 16-core workstation; where pretraining is meant to pay clearly.
+``long``    the default's models pretrained on 8x its token budget (6,000 steps of 16 x 128
+          tokens; whole functions, every window), fine-tuned on the whole training sets with
+          early stopping: hours on 2 CPU cores; where pretraining is meant to pay clearly.
 ``paper``   GPU scale, closer to the paper's (unknown, probably BERT-base-like) sizes.
 
 Every field has a valid range (``RANGES``, beside the fields), checked whenever a profile is

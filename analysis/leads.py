@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import pandas as pd
 from . import checkpoints
 from .config import PROFILES, profile
 from .evaluation import bm25_search, evaluate, zero_shot_search
+from .provenance import git_commit
 
 # the settings the investigation started from (the default profile's then): every lead below
 # is one change of these; "new default" is the profile as it is
@@ -109,14 +109,6 @@ def leads_table(cfg, models=("codessm",), leads=tuple(LEADS)) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.leads", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="default", choices=list(PROFILES))
@@ -130,7 +122,7 @@ def main(argv=None) -> int:
     table.to_csv(args.out, index=False)
     args.out.with_suffix(".json").write_text(json.dumps({
         "command": "python -m analysis.leads " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "commit": _commit(), "profile": cfg.name, "machine": f"{platform.processor() or platform.machine()}",
+        "commit": git_commit(), "profile": cfg.name, "machine": f"{platform.processor() or platform.machine()}",
         "wall_seconds": time.perf_counter() - t0, "built": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
     print(table.round(3).to_string(index=False))
     return 0
