@@ -24,11 +24,12 @@ from typing import Callable
 import pandas as pd
 
 from . import models
-from .cache import artifact_dir, cached, config_key, scratch_dir
-from .data import load_tokenizer
+from .cache import artifact_dir, cached, config_key, is_cached, scratch_dir
+from .data import finetune_dataset, load_tokenizer
 from .data.sources import sha256_of
 from .finetune import FT_RUN_VERSION, check_task, finetune_key, train_task
 from .train import PRETRAIN_VERSION, pretrain_into, pretrain_key, random_key, run_seed
+from .workers import run_jobs
 
 SPECS = ('"pretrained"', '"random"', '"finetuned:<task>"', "a checkpoint directory")
 
@@ -50,6 +51,23 @@ def pretrained(model: str, cfg, texts=None, tokenizer=None, valid_texts=None) ->
     build = lambda out: pretrain_into(model, cfg, out, scratch_dir("pretrain", key, PRETRAIN_VERSION),  # noqa: E731
                                       texts, tokenizer, valid_texts, key)
     return cached("pretrain", key, build, verify, PRETRAIN_VERSION)
+
+
+def pretrain_many(runs: list[tuple[str, object]], progress: bool = True) -> list[Path]:
+    """``pretrained(model, cfg)`` of every ``(model, cfg)`` in ``runs``, the ones not yet cached
+    trained side by side as jobs of ``analysis.workers`` (one thread each), BiMamba's first (its
+    CPU scan makes them the longest). What they share (corpus, tokenizer, the held-out
+    functions) is built first, here, so no two workers build it. One process with two
+    threads is no faster than two one-thread processes on this kind of model, and on a shared
+    machine it can be many times slower (threads that wait for each other at every operation)."""
+    for m, _ in runs:
+        models.check_name(m)
+    todo = [(m, c) for m, c in runs if not is_cached("pretrain", pretrain_key(m, c), PRETRAIN_VERSION)]
+    for _, c in todo:  # cached after the first: cheap for profiles that share their data
+        load_tokenizer(c), finetune_dataset(c, "search")
+    todo.sort(key=lambda run: run[0] != "bimamba")  # stable: otherwise in the given order
+    run_jobs([(pretrained, run) for run in todo], "pretraining", progress)
+    return [pretrained(m, c) for m, c in runs]
 
 
 def random(model: str, cfg, seed: int | None = None):

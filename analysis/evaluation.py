@@ -197,13 +197,13 @@ def _runs(models_: list[str], tasks: list[str], cfg, seeds: int | None, baseline
 
 def _prepare_shared(models_: list[str], tasks: list[str], cfg, from_pretrained: bool) -> None:
     """Build, in this process, the artifacts several fine-tuning runs share (tokenizer,
-    fine-tuning sets, pretrained checkpoints), so that worker processes never build one twice."""
+    fine-tuning sets), and the pretrained checkpoints (side by side in the worker pool), so
+    that worker processes never build one twice."""
     load_tokenizer(cfg)
     for t in tasks:
         finetune_dataset(cfg, t)
     if from_pretrained:
-        for m in models_:
-            checkpoints.pretrained(m, cfg)
+        checkpoints.pretrain_many([(m, cfg) for m in models_])
 
 
 def scores(models_: list[str], tasks: list[str], cfg, seeds: int | None = None, baselines: bool = True,

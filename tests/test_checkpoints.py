@@ -31,3 +31,23 @@ def test_resolve_names_every_kind_of_encoder_or_says_what_it_takes(tmp_path):
         checkpoints.resolve("gpt", SMOKE, "random")
     with pytest.raises(FileNotFoundError, match="is not a model checkpoint"):
         checkpoints.resolve("codessm", SMOKE, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_pretrain_many_trains_side_by_side_what_pretrained_then_finds(cache_dir, monkeypatch):
+    """Two models pretrained as pool jobs (two one-thread workers) are the cached checkpoints
+    ``pretrained`` then returns without training; a bad name fails before anything trains."""
+    from analysis.cache import is_cached
+    from analysis.train import PRETRAIN_VERSION
+
+    monkeypatch.setenv("ANALYSIS_WORKERS", "2")
+    tiny = SMOKE.replace(pretrain_steps=4, log_every=2, warmup_steps=1, d_model=16, n_layers=1,
+                         d_state=8, n_heads=2, mamba_d_state=4)
+    runs = [("codessm", tiny), ("rocoder", tiny)]
+    with pytest.raises(ValueError, match="unknown model"):
+        checkpoints.pretrain_many([("codessm", tiny), ("gpt", tiny)])
+    assert not any(is_cached("pretrain", pretrain_key(m, c), PRETRAIN_VERSION) for m, c in runs)
+    paths = checkpoints.pretrain_many(runs, progress=False)
+    assert all(is_cached("pretrain", pretrain_key(m, c), PRETRAIN_VERSION) for m, c in runs)
+    assert paths == [checkpoints.pretrained(m, c) for m, c in runs]
+    assert [checkpoints.pretraining_meta(m, tiny)["model"] for m, _ in runs] == ["codessm", "rocoder"]

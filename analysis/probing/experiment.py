@@ -33,6 +33,7 @@ import pandas as pd
 
 from .. import checkpoints
 from ..cache import cached
+from ..checkpoints import pretrain_many
 from ..data import probe_dataset
 from ..data.probes import TASKS, probe_data_key
 from ..train import training_device
@@ -175,9 +176,17 @@ def run_items(model: str, task: str, cfg, checkpoint: str = "pretrained", layers
     return _labelled(pd.read_csv(path / "items.csv"), model, task, checkpoint)
 
 
+def _pretrain_first(models_: list[str], cfg, specs) -> None:
+    """Pretrain the models the specs need that are not cached yet, side by side
+    (``checkpoints.pretrain_many``), before any probe asks for one of them."""
+    if any(s == "pretrained" or str(s).startswith("finetuned:") for s in specs):
+        pretrain_many([(m, cfg) for m in models_])
+
+
 def items_many(models_: list[str], tasks: list[str], cfg, checkpoints=("pretrained", "random"),
                progress: bool = True) -> pd.DataFrame:
     """``run_items`` over every model x checkpoint x task, concatenated."""
+    _pretrain_first(models_, cfg, checkpoints)
     frames = [run_items(m, t, cfg, c, progress=progress) for m in models_ for c in checkpoints for t in tasks]
     return pd.concat(frames, ignore_index=True)
 
@@ -185,6 +194,7 @@ def items_many(models_: list[str], tasks: list[str], cfg, checkpoints=("pretrain
 def run_many(models_: list[str], tasks: list[str], cfg, checkpoints=("pretrained", "random"),
              progress: bool = True) -> pd.DataFrame:
     """``run`` over every model x checkpoint x task, concatenated."""
+    _pretrain_first(models_, cfg, checkpoints)
     frames = [run(m, t, cfg, c, progress=progress) for m in models_ for c in checkpoints for t in tasks]
     return pd.concat(frames, ignore_index=True)
 
@@ -194,6 +204,7 @@ def forgetting(models_: list[str], tasks: list[str], probe_tasks: list[str], cfg
     """Probe scores before (pretrained) and after fine-tuning on each task, per layer:
     columns model, task, probe_task, layer, probe, metric, before, after, change
     (forgetting = after - before; negative = forgotten)."""
+    _pretrain_first(models_, cfg, ["pretrained"])
     frames = []
     for m in models_:
         for pt in probe_tasks:
