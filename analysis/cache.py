@@ -109,10 +109,14 @@ def _lock(path: Path) -> FileLock:
     return FileLock(path.parent / f".{path.name.lstrip('.')}.lock", is_singleton=True)
 
 
+QUIET_WAIT_S = 5.0  # a lock held longer than this is a build worth saying we wait for
+
+
 def _acquire(lock: FileLock, what: Path) -> None:
-    """Take ``lock``, saying so if another process holds it (it may be building for hours)."""
+    """Take ``lock``, saying so if another process holds it longer than ``QUIET_WAIT_S`` (it
+    may be building for hours; shorter holds are another process loading the same artifact)."""
     try:
-        lock.acquire(timeout=0)
+        lock.acquire(timeout=QUIET_WAIT_S)
     except Timeout:
         log.warning("waiting for another process that holds %s", what)
         lock.acquire()
