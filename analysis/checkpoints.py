@@ -66,7 +66,8 @@ def pretrain_many(runs: list[tuple[str, object]], progress: bool = True) -> list
     for _, c in todo:  # cached after the first: cheap for profiles that share their data
         load_tokenizer(c), finetune_dataset(c, "search")
     todo.sort(key=lambda run: run[0] != "bimamba")  # stable: otherwise in the given order
-    run_jobs([(pretrained, run) for run in todo], "pretraining", progress)
+    if todo:
+        run_jobs([(pretrained, run) for run in todo], "pretraining", progress)
     return [pretrained(m, c) for m, c in runs]
 
 
