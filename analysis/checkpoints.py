@@ -28,7 +28,7 @@ from .cache import artifact_dir, cached, config_key, is_cached, scratch_dir
 from .data import finetune_dataset, load_tokenizer
 from .data.sources import sha256_of
 from .finetune import FT_RUN_VERSION, check_task, finetune_key, train_task
-from .train import PRETRAIN_VERSION, pretrain_into, pretrain_key, random_key, run_seed
+from .train import PRETRAIN_VERSION, pretrain_into, pretrain_key, random_key, run_seed, training_device
 from .workers import run_jobs
 
 SPECS = ('"pretrained"', '"random"', '"finetuned:<task>"', "a checkpoint directory")
@@ -57,7 +57,8 @@ def pretrain_many(runs: list[tuple[str, object]], progress: bool = True) -> list
     """``pretrained(model, cfg)`` of every ``(model, cfg)`` in ``runs``, the ones not yet cached
     trained side by side as jobs of ``analysis.workers`` (one thread each), BiMamba's first (its
     CPU scan makes them the longest). What they share (corpus, tokenizer, the held-out
-    functions) is built first, here, so no two workers build it. One process with two
+    functions) is built first, here, so no two workers build it. On a GPU they run one after
+    another in this process. One process with two
     threads is no faster than two one-thread processes on this kind of model, and on a shared
     machine it can be many times slower (threads that wait for each other at every operation)."""
     for m, _ in runs:
@@ -66,8 +67,9 @@ def pretrain_many(runs: list[tuple[str, object]], progress: bool = True) -> list
     for _, c in todo:  # cached after the first: cheap for profiles that share their data
         load_tokenizer(c), finetune_dataset(c, "search")
     todo.sort(key=lambda run: run[0] != "bimamba")  # stable: otherwise in the given order
-    if todo:
-        run_jobs([(pretrained, run) for run in todo], "pretraining", progress)
+    if todo:  # on a GPU one after another in this process: the GPU is the shared resource
+        run_jobs([(pretrained, run) for run in todo], "pretraining", progress,
+                 workers=1 if training_device().type == "cuda" else None)
     return [pretrained(m, c) for m, c in runs]
 
 
