@@ -132,6 +132,13 @@ def _locked(path: Path):
         lock.release()
 
 
+def scratch_path(kind: str, config, version: str = "1") -> Path:
+    """Where ``scratch_dir`` keeps the partial state of this artifact's build (not locked, not
+    created): for the other processes of a multi-process build, which read the main one's."""
+    final = artifact_dir(kind, config, version)
+    return final.parent / f".{final.name}.scratch"
+
+
 def scratch_dir(kind: str, config, version: str = "1") -> Path:
     """A persistent working directory for a resumable build of this artifact. Only for a
     ``build`` running inside ``cached``: it is locked until that build ends, and removed when
@@ -140,8 +147,7 @@ def scratch_dir(kind: str, config, version: str = "1") -> Path:
     if not stack:
         raise RuntimeError(f"scratch_dir({kind!r}, ...) is for a build running inside cached(): "
                            "the build's lock keeps two processes from sharing one partial state")
-    final = artifact_dir(kind, config, version)
-    path = final.parent / f".{final.name}.scratch"
+    path = scratch_path(kind, config, version)
     lock = _lock(path)
     _acquire(lock, path)
     stack[-1].append((path, lock))

@@ -24,11 +24,12 @@ from typing import Callable
 import pandas as pd
 
 from . import models
-from .cache import artifact_dir, cached, config_key, is_cached, scratch_dir
+from .cache import artifact_dir, cached, config_key, is_cached, scratch_dir, scratch_path
 from .data import finetune_dataset, load_tokenizer
 from .data.sources import sha256_of
 from .finetune import FT_RUN_VERSION, check_task, finetune_key, train_task
-from .train import PRETRAIN_VERSION, pretrain_into, pretrain_key, random_key, run_seed, training_device
+from .train import (PRETRAIN_VERSION, is_main_process, pretrain_into, pretrain_key, process_count, random_key,
+                    run_seed, training_device, wait_for_everyone)
 from .workers import run_jobs
 
 SPECS = ('"pretrained"', '"random"', '"finetuned:<task>"', "a checkpoint directory")
@@ -43,14 +44,35 @@ def verify(path: Path) -> Path:
 
 
 def pretrained(model: str, cfg, texts=None, tokenizer=None, valid_texts=None) -> Path:
-    """The pretrained checkpoint directory of ``model`` under ``cfg`` (trained once)."""
+    """The pretrained checkpoint directory of ``model`` under ``cfg`` (trained once).
+
+    Under ``accelerate launch`` (several processes) every process must take part in the
+    training, but only one may hold the cache's build lock: the main process builds the
+    checkpoint under the lock, the others run the same training (reading the main process's
+    partial state if it resumes; they write nothing) and then read the checkpoint it wrote.
+    Whether anything needs training is decided by all of them between two barriers."""
     models.check_name(model)
     key = pretrain_key(model, cfg)
     if texts is not None:  # injected data (tests): key it by its content too
         key = {**key, "texts": config_key({"t": list(texts)})}
     build = lambda out: pretrain_into(model, cfg, out, scratch_dir("pretrain", key, PRETRAIN_VERSION),  # noqa: E731
                                       texts, tokenizer, valid_texts, key)
-    return cached("pretrain", key, build, verify, PRETRAIN_VERSION)
+    if process_count() == 1:
+        return cached("pretrain", key, build, verify, PRETRAIN_VERSION)
+    wait_for_everyone()
+    needed = not is_cached("pretrain", key, PRETRAIN_VERSION)
+    wait_for_everyone()  # no process starts building before every one has looked
+    if is_main_process():
+        path = cached("pretrain", key, build, verify, PRETRAIN_VERSION)
+    elif needed:
+        pretrain_into(model, cfg, None, scratch_path("pretrain", key, PRETRAIN_VERSION), texts, tokenizer,
+                      valid_texts, key)
+    wait_for_everyone()  # the main process has written and renamed the checkpoint
+    return path if is_main_process() else cached("pretrain", key, _never_built, verify, PRETRAIN_VERSION)
+
+
+def _never_built(out: Path) -> None:
+    raise RuntimeError(f"the main process did not write the pretrained checkpoint this process waited for ({out})")
 
 
 def pretrain_many(runs: list[tuple[str, object]], progress: bool = True) -> list[Path]:

@@ -27,8 +27,9 @@ partial state and the checkpoint; the others wait for it; a resumed run restores
 process's state in every process. Gradients are averaged explicitly, not by a
 ``DistributedDataParallel`` wrapper, because fine-tuning reads the encoder through
 ``base_model`` (no ``forward`` for DDP to hook) and trains a head outside the model;
-fine-tuning's contrastive loss takes its in-batch negatives from each process's slice. Launch
-``pretrain_into`` itself: the cache's build lock (``analysis.checkpoints``) admits one process.
+fine-tuning's contrastive loss takes its in-batch negatives from each process's slice.
+``checkpoints.pretrained`` runs under ``accelerate launch`` too: the main process builds the
+checkpoint under the cache's lock, the others join its training without the lock.
 
 Pretraining batches hold whole functions of similar length, as many as fit in a budget of
 ``batch_size * max_length`` tokens (``Batches`` with ``lengths``: each epoch's shuffled
@@ -112,6 +113,11 @@ def training_device() -> torch.device:
     """The device ``fit`` trains on: this process's GPU when CUDA is available (one per process
     under ``accelerate launch``), else the CPU."""
     return _state().device
+
+
+def process_count() -> int:
+    """How many processes train together (1 unless launched as several)."""
+    return _state().num_processes
 
 
 def is_main_process() -> bool:

@@ -501,3 +501,55 @@ def test_mixed_precision_is_used_and_keyed_only_on_cuda(monkeypatch):
     assert train.pretrain_key("codessm", config.profile("paper"))["mixed_precision"] == "bf16"
     assert finetune_key({}, "types", config.profile("paper"), 0)["mixed_precision"] == "bf16"
     assert "mixed_precision" not in train.pretrain_key("codessm", config.profile("smoke"))
+
+
+def _pretrained_in_process(root: Path) -> None:
+    """``checkpoints.pretrained`` of a tiny CodeSSM in each process of ``debug_launcher``; the
+    path it returns goes to ``root/rank<r>.txt``."""
+    from accelerate import PartialState
+    from accelerate.state import AcceleratorState
+
+    from analysis import checkpoints
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    cfg = config.profile("smoke", pretrain_steps=4, log_every=1, warmup_steps=1, batch_size=8)
+    try:
+        path = checkpoints.pretrained("codessm", cfg, TEXTS, _tiny_tokenizer(TEXTS), TEXTS[:4])
+        (root / f"rank{PartialState().process_index}.txt").write_text(str(path))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_pretrained_under_two_processes_trains_once_and_every_process_gets_it(cache_dir, tmp_path, monkeypatch):
+    """Under ``accelerate launch`` the cache's build lock admits one process, yet training needs
+    all: the main process builds under the lock, the other joins the training, and both return
+    the one checkpoint; launched again, nothing trains (no deadlock either time: a watchdog
+    fails the test instead of hanging)."""
+    import signal
+
+    from accelerate import debug_launcher
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+
+    def hung(*_):
+        raise TimeoutError("the processes did not finish: a lock or barrier deadlock")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(240)
+    try:
+        for run in ("first", "again"):
+            (tmp_path / run).mkdir()
+            debug_launcher(_pretrained_in_process, args=(tmp_path / run,), num_processes=2)
+            paths = {(tmp_path / run / f"rank{r}.txt").read_text() for r in (0, 1)}
+            assert len(paths) == 1, paths
+            if run == "first":
+                built = Path(paths.pop())
+                stamp = (built / "model.safetensors").stat().st_mtime_ns
+            else:
+                assert Path(paths.pop()) == built and (built / "model.safetensors").stat().st_mtime_ns == stamp
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert len([p for p in built.parent.iterdir() if not p.name.startswith(".")]) == 1  # one checkpoint
+    assert not list(built.parent.glob(".*.scratch"))  # the build completed and cleaned its scratch
