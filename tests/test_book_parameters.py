@@ -3,7 +3,7 @@ when the numbers cross a decision rule, the claims ledger. Runs the real chapter
 smoke profile twice. Its rule for claim C1 is inconclusive below 30 test pairs per task, and
 also while the pretraining gate fails (it does at smoke, so C1 stays inconclusive): the record
 keeps both reasons and the test-item counts. Smoke's test fraction of 0.2 leaves fewer than 30
-pairs in some task (too little data); with ``probe_test_fraction=0.8`` every task has at least
+pairs in some task (too little data); with ``probe_test_fraction=0.5`` every task has at least
 30, so "too little data" must leave the verdict's reasons."""
 import json
 
@@ -26,7 +26,7 @@ def _run(tmp_path, monkeypatch, name, overrides):
 
 def test_a_parameter_change_moves_provenance_and_verdict(tmp_path, monkeypatch):
     before, c1_before = _run(tmp_path, monkeypatch, "plain", {})
-    after, c1_after = _run(tmp_path, monkeypatch, "changed", {"probe_test_fraction": 0.8})
+    after, c1_after = _run(tmp_path, monkeypatch, "changed", {"probe_test_fraction": 0.5})
 
     def smallest(c1):
         return min(v for k, v in c1["numbers"].items() if k.startswith("test items, "))
@@ -41,8 +41,8 @@ def test_a_parameter_change_moves_provenance_and_verdict(tmp_path, monkeypatch):
     assert before["figures"] and len(before["figures"]) == len(after["figures"])
     for old, new in zip(before["figures"], after["figures"]):
         assert "probe_test_fraction" not in old["provenance"]
-        assert "overrides probe_test_fraction=0.8" in new["provenance"]
-        assert new["overrides"] == {"probe_test_fraction": 0.8}
+        assert "overrides probe_test_fraction=0.5" in new["provenance"]
+        assert new["overrides"] == {"probe_test_fraction": 0.5}
     # the manifest on disk holds the same provenance
     stored = json.loads((tmp_path / "changed" / "manifest.json").read_text())
     assert stored["chapters"]["03_probing"]["figures"] == after["figures"]

@@ -176,3 +176,11 @@ def test_probe_functions_fit_the_pretraining_context(smoke):
 
 def _code_of(data):
     return lambda k: data.functions[k].code
+
+
+@pytest.mark.slow
+def test_a_probe_side_without_some_label_is_a_clear_error(smoke):
+    """Too few training functions for a rare data-flow label: a message naming the side, the
+    label and the fields to change, not a numpy error deep in the probe."""
+    with pytest.raises(ValueError, match=r"the train side of the dfg probe \(6 of 30 functions.*has no .*pair"):
+        probe_dataset(smoke.replace(probe_test_fraction=0.8), "dfg")

@@ -172,6 +172,14 @@ def _build(cfg, task: str, out: Path) -> None:
                                             cfg.probe_dfg_literals).items():
                 pools[label] += [(k, i, j) for i, j in pairs]
         take = min(want, *(len(v) for v in pools.values()))  # balanced: the rarest class bounds
+        if take == 0:
+            empty = [labels[c] for c, v in pools.items() if not v]
+            raise ValueError(
+                f"the {side} side of the {task} probe ({len(idx)} of {len(chosen)} functions, probe_test_fraction "
+                f"{cfg.probe_test_fraction:g}) has no {' / '.join(map(repr, empty))} pair: give that side more "
+                f"functions (probe_functions_{task}, probe_test_fraction)"
+                + (", or probe functions beyond the pretraining context (probe_within_context=False)"
+                   if cfg.probe_within_context else ""))
         for label, pool in pools.items():
             for k, i, j in rng.sample(pool, take):
                 rows.append({"function": k, "i": i, "j": j, "label": label, "split": side})
