@@ -80,9 +80,9 @@ def pretrain_many(runs: list[tuple[str, object]], progress: bool = True) -> list
     trained side by side as jobs of ``analysis.workers`` (one thread each), BiMamba's first (its
     CPU scan makes them the longest). What they share (corpus, tokenizer, the held-out
     functions) is built first, here, so no two workers build it. On a GPU they run one after
-    another in this process. One process with two
-    threads is no faster than two one-thread processes on this kind of model, and on a shared
-    machine it can be many times slower (threads that wait for each other at every operation)."""
+    another in this process. One process with two threads is no faster than two one-thread
+    processes on this kind of model, and on a shared machine it can be many times slower
+    (threads that wait for each other at every operation)."""
     for m, _ in runs:
         models.check_name(m)
     todo = [(m, c) for m, c in runs if not is_cached("pretrain", pretrain_key(m, c), PRETRAIN_VERSION)]
