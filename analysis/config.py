@@ -154,6 +154,7 @@ class Profile:
     seeds: int = 1                       # fine-tuning seeds per model and task
     pool_special_tokens: bool = True     # search's mean pooling averages <s> and </s> too (False: text and code tokens only)
     pool_centre: bool = True             # search scores centre each side's embeddings over the pool before the cosine
+    finetune_centred: bool = False       # search fine-tuning centres each side over its batch before the cosine (trains as pool_centre scores)
     search_distractors: int = 999        # CodeSearchNet convention
     long_context_factor: float = 2.0     # long-context functions are at least this x max_length
     type_vocab_size: int = 20            # most frequent types, plus "other"
@@ -226,6 +227,7 @@ RANGES = {
     "pretrain_whole_functions": OneOf((False, True)), "pretrain_docstrings": OneOf((False, True)),
     "tie_embeddings": OneOf((False, True)), "embedding_lr_scale": Range(0, 1),
     "pool_special_tokens": OneOf((False, True)), "pool_centre": OneOf((False, True)),
+    "finetune_centred": OneOf((False, True)),
     "finetune_eval_every": AT_LEAST_0, "finetune_patience": AT_LEAST_1,
     "probe_dfg_literals": OneOf((False, True)), "probe_siblings_below": OneOf((False, True)),
     "probe_string_quotes": OneOf((False, True)), "probe_within_context": OneOf((False, True)),

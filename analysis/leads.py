@@ -56,7 +56,11 @@ LEADS = {
                                 {"pretrain_whole_functions": True, "pretrain_docstrings": False}),
     "more pretraining": ("2.5x the steps at 2x the LR (1500 steps at 2e-3)", {"pretrain_steps": 1500, "lr": 2e-3}),
     "new default": ("the profile as it is: more pretraining and centred pooling", None),
+    "centred fine-tuning": ("the profile, with search fine-tuned on each side centred over its batch, as it is scored",
+                            {"finetune_centred": True}),
 }
+# leads that change the profile as it is, not START
+ON_PROFILE = {"centred fine-tuning"}
 COLUMNS = ["model", "lead", "change", "zero-shot MRR", "zero-shot MRR (random init)", "fine-tuned MRR",
            "fine-tuned MRR (random init)", "type accuracy", "type accuracy (random init)", "pretraining s",
            "fine-tuning s"]
@@ -64,11 +68,14 @@ COLUMNS = ["model", "lead", "change", "zero-shot MRR", "zero-shot MRR (random in
 
 def lead_config(cfg, lead: str):
     """The profile of ``lead``: ``cfg`` with ``START`` and the lead's fields (fine-tuning to
-    convergence also allows 4x ``finetune_steps``); "new default" is ``cfg`` itself."""
+    convergence also allows 4x ``finetune_steps``); "new default" is ``cfg`` itself, and a lead
+    of ``ON_PROFILE`` is ``cfg`` with its fields."""
     if lead not in LEADS:
         raise ValueError(f"unknown lead {lead!r}; leads: {', '.join(LEADS)}")
     if LEADS[lead][1] is None:
         return cfg
+    if lead in ON_PROFILE:
+        return cfg.replace(**LEADS[lead][1])
     fields = {**START, **LEADS[lead][1]}
     if fields["finetune_eval_every"]:
         fields["finetune_steps"] = 4 * cfg.finetune_steps

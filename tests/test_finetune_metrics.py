@@ -73,3 +73,17 @@ def test_mean_pairwise_cosine_known_answers():
         metrics.mean_pairwise_cosine(np.array([[1.0, 0.0], [0.0, 0.0]]))
     with pytest.raises(ValueError, match="at least two"):
         metrics.mean_pairwise_cosine(np.ones((1, 3)))
+
+
+def test_effective_rank_known_answers():
+    # points spread equally along k orthogonal directions (+e_i and -e_i): effective rank k
+    for k in (1, 3, 6):
+        pts = np.vstack([np.eye(8)[:k], -np.eye(8)[:k]]) + 5.0  # a shared offset is removed first
+        assert metrics.effective_rank(pts) == pytest.approx(k)
+    # variance 4:1 on two axes: exp of the entropy of (0.8, 0.2)
+    pts = np.array([[2.0, 0], [-2.0, 0], [0, 1.0], [0, -1.0]])
+    assert metrics.effective_rank(pts) == pytest.approx(np.exp(-(0.8 * np.log(0.8) + 0.2 * np.log(0.2))))
+    with pytest.raises(ValueError, match="no direction"):
+        metrics.effective_rank(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="at least two"):
+        metrics.effective_rank(np.ones((1, 3)))

@@ -74,6 +74,16 @@ def test_each_seed_is_its_own_run():
     assert finetune_key(base, "search", cfg, 5)["seed"] == cfg.seed
 
 
+def test_centred_fine_tuning_names_only_the_retrieval_runs_it_changes():
+    from analysis.finetune import finetune_key
+    cfg = config.profile("smoke")
+    base = checkpoints.base_key("codessm", cfg, True)
+    centred = cfg.replace(finetune_centred=True)
+    assert finetune_key(base, "types", centred, 0) == finetune_key(base, "types", cfg, 0)
+    for task in ("search", "long_search"):
+        assert finetune_key(base, task, centred, 0) != finetune_key(base, task, cfg, 0)
+
+
 @pytest.mark.slow
 def test_runs_in_worker_processes_equal_runs_in_process(monkeypatch):
     """``scores`` trains and scores uncached runs in worker processes: with one thread per

@@ -10,12 +10,14 @@ def test_each_lead_is_the_start_plus_its_own_fields():
     assert all(getattr(start, k) == v for k, v in leads.START.items())  # back at the starting point
     assert leads.lead_config(cfg, "new default") == cfg
     for name, (_, fields) in leads.LEADS.items():
-        if fields is None:
+        if fields is None or name in leads.ON_PROFILE:
             continue
         c = leads.lead_config(cfg, name)
         changed = {f for f in leads.START if getattr(c, f) != getattr(start, f)}
         assert changed == {f for f in fields if f in leads.START and fields[f] != leads.START[f]}, name
         assert c.d_model == cfg.d_model and c.vocab_size == cfg.vocab_size
+    for name in leads.ON_PROFILE:  # a change of the profile as it is, not of the start
+        assert leads.lead_config(cfg, name) == cfg.replace(**leads.LEADS[name][1]) != cfg
     conv = leads.lead_config(cfg, "fine-tuning to convergence")
     assert conv.finetune_steps == 4 * cfg.finetune_steps and conv.finetune_eval_every > 0
     with pytest.raises(ValueError, match="unknown lead 'magic'; leads: start"):

@@ -50,6 +50,27 @@ def mean_pairwise_cosine(vectors: np.ndarray) -> float:
     return float(((u.sum(0) ** 2).sum() - n) / (n * (n - 1)))
 
 
+def effective_rank(vectors: np.ndarray) -> float:
+    """How many directions the rows of ``vectors`` [n, dim] spread over, after removing their
+    mean (Roy & Vetterli's effective rank): with s_k the singular values of the centred matrix
+    and p_k = s_k^2 / sum_j s_j^2 the share of variance along direction k,
+
+        erank = exp(-sum_k p_k log p_k),
+
+    k for variance spread equally over k orthogonal directions, 1 for points on one line.
+    Mean-pooled embeddings that collapse into a few directions (low erank) leave a cosine
+    ranking few ways to tell functions apart."""
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.ndim != 2 or len(v) < 2:
+        raise ValueError(f"need at least two vectors [n, dim], got shape {v.shape}")
+    s = np.linalg.svd(v - v.mean(0), compute_uv=False)
+    energy = s ** 2
+    if energy.sum() == 0:
+        raise ValueError("identical vectors spread over no direction")
+    p = energy[energy > 0] / energy.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
 def mrr_with_distractors(scores: np.ndarray, n_distractors: int, seed: int = 0) -> float:
     """MRR where each query's correct candidate (the diagonal of a square ``scores``) competes
     with ``n_distractors`` others drawn at random from the pool (CodeSearchNet uses 999).

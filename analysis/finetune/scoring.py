@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import finetune_dataset, type_label_names
-from .metrics import classification_scores, mean_pairwise_cosine, mrr, mrr_with_distractors, ranks
+from .metrics import classification_scores, effective_rank, mean_pairwise_cosine, mrr, mrr_with_distractors, ranks
 from .tasks import centred, embed, type_predictions
 
 
@@ -90,8 +90,9 @@ def validation_score(net, tokenizer, head, task: str, cfg, examples: list[dict])
 def zero_shot(net, tokenizer, cfg, n: int = 300) -> tuple[dict, pd.DataFrame]:
     """The encoder before any fine-tuning, on the first ``n`` search test pairs: MRR of its
     mean-pooled embeddings, the same from its token embeddings alone (layer 0: a bag of
-    tokens, no context), and the mean cosine between two functions' embeddings
-    (``metrics.mean_pairwise_cosine``); and the reciprocal rank per query (last layer)."""
+    tokens, no context), the mean cosine between two functions' embeddings
+    (``metrics.mean_pairwise_cosine``) and how many directions they spread over
+    (``metrics.effective_rank``); and the reciprocal rank per query (last layer)."""
     test = _test_split(cfg, "search")[:n]
     if len(test) < 2:
         raise ValueError(f"the search test split has {len(test)} examples; use a larger corpus")
@@ -106,5 +107,6 @@ def zero_shot(net, tokenizer, cfg, n: int = 300) -> tuple[dict, pd.DataFrame]:
         if layer == -1:
             # before centring: centred vectors average to 0, so their mean cosine says nothing
             out["mean cosine between functions"] = mean_pairwise_cosine(raw.numpy())
+            out["effective rank of functions"] = effective_rank(raw.numpy())
             items = pd.DataFrame({"item": np.arange(len(test)), "reciprocal_rank": 1.0 / ranks(scores)})
     return {**out, "pairs": len(test)}, items

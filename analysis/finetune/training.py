@@ -34,7 +34,7 @@ from ..data.finetune_sets import TASKS
 from ..train import Batches, fit, is_main_process, model_device, precision_key, to_device, training_device, \
     wait_for_everyone
 from .scoring import validation_score
-from .tasks import TypeHead, contrastive_loss, encode, mean_pool, pool_mask, tokenize, type_batch, type_loss
+from .tasks import TypeHead, centred, contrastive_loss, encode, mean_pool, pool_mask, tokenize, type_batch, type_loss
 
 FT_RUN_VERSION = "4"  # 3: encoders saved as base model + head; 4: last layer read after the final norm
 FIELDS = ("finetune_steps", "finetune_batch_size", "finetune_lr", "weight_decay", "max_length",
@@ -54,9 +54,11 @@ def finetune_key(base: dict, task: str, cfg, seed: int) -> dict:
     """What names a fine-tuning run: its base encoder's key, the task, the corpus, the
     fine-tuning fields, the run's own seed and the training precision when not float32
     (``train.precision_key``). The corpus key carries the profile's seed (which drew the
-    corpus), so seeds 0, 1, 2 are three runs on one corpus."""
+    corpus), so seeds 0, 1, 2 are three runs on one corpus. ``finetune_centred`` names only the
+    retrieval runs it changes, and only when set (the runs before it keep their keys)."""
+    centred_key = {"finetune_centred": True} if cfg.finetune_centred and task != "types" else {}
     return {"base": base, "task": task, **corpus_key(cfg), **cfg.subset(*FIELDS), "finetune_seed": int(seed),
-            **precision_key(cfg)}
+            **centred_key, **precision_key(cfg)}
 
 
 def _loss_fn(task: str, tokenizer, cfg, head):
@@ -74,6 +76,8 @@ def _loss_fn(task: str, tokenizer, cfg, head):
                        pool_mask(q["input_ids"], q["attention_mask"], special_ids))
         ec = mean_pool(encode(m, c["input_ids"], c["attention_mask"]),
                        pool_mask(c["input_ids"], c["attention_mask"], special_ids))
+        if cfg.finetune_centred:  # as search is scored with pool_centre, over the batch here
+            eq, ec = centred(eq), centred(ec)
         return contrastive_loss(eq, ec)
     return loss_fn
 
