@@ -9,6 +9,8 @@ started from; ``lead_row`` measures a lead on one model, ``leads_table`` on all 
   search test pairs), pretrained and random-init;
 - fine-tuned search MRR over the whole test pool and fine-tuned type accuracy, pretrained and
   random-init (``evaluation.evaluate``; the same fine-tuning rule for both);
+- the paired difference pretrained minus random-init of fine-tuned search MRR and of type
+  accuracy with its 95% bootstrap interval over test items (``evaluation.paired_difference``);
 - the cost: seconds of pretraining and of the four fine-tuning runs on the machine that ran it.
 
 A lead that changes only pretraining shares its random-init twin's runs with ``START``; every
@@ -33,7 +35,7 @@ import pandas as pd
 
 from . import checkpoints
 from .config import PROFILES, profile
-from .evaluation import bm25_search, evaluate, zero_shot_search
+from .evaluation import bm25_search, evaluate, paired_difference, zero_shot_search
 from .provenance import git_commit
 
 # the settings the investigation started from (the default profile's then): every lead below
@@ -62,8 +64,8 @@ LEADS = {
 # leads that change the profile as it is, not START
 ON_PROFILE = {"centred fine-tuning"}
 COLUMNS = ["model", "lead", "change", "zero-shot MRR", "zero-shot MRR (random init)", "fine-tuned MRR",
-           "fine-tuned MRR (random init)", "type accuracy", "type accuracy (random init)", "pretraining s",
-           "fine-tuning s"]
+           "fine-tuned MRR (random init)", "type accuracy", "type accuracy (random init)", "search gap low",
+           "search gap high", "type gap low", "type gap high", "pretraining s", "fine-tuning s"]
 
 
 def lead_config(cfg, lead: str):
@@ -94,6 +96,9 @@ def lead_row(model: str, lead: str, cfg) -> dict:
         row["zero-shot MRR" + suffix] = zero_shot_search(model, c, from_pretrained=init)["zero-shot MRR"]
         row["fine-tuned MRR" + suffix] = evaluate(model, "search", c, from_pretrained=init)["mrr"]
         row["type accuracy" + suffix] = evaluate(model, "types", c, from_pretrained=init)["accuracy"]
+    for task, name in (("search", "search gap"), ("types", "type gap")):
+        gap = paired_difference(model, task, c)
+        row[name + " low"], row[name + " high"] = gap["low"], gap["high"]
     row["pretraining s"] = _seconds(checkpoints.pretrained(model, c))
     row["fine-tuning s"] = sum(_seconds(checkpoints.finetuned(model, task, c, from_pretrained=init))
                                for task in ("search", "types") for init in (True, False))
