@@ -16,8 +16,10 @@ def test_each_lead_is_the_start_plus_its_own_fields():
         changed = {f for f in leads.START if getattr(c, f) != getattr(start, f)}
         assert changed == {f for f in fields if f in leads.START and fields[f] != leads.START[f]}, name
         assert c.d_model == cfg.d_model and c.vocab_size == cfg.vocab_size
-    for name in leads.ON_PROFILE:  # a change of the profile as it is, not of the start
-        assert leads.lead_config(cfg, name) == cfg.replace(**leads.LEADS[name][1]) != cfg
+    assert leads.lead_config(cfg, "centred fine-tuning") == cfg.replace(finetune_centred=True)  # on the profile
+    assert leads.lead_config(cfg, "longer fine-tuning") == cfg.replace(finetune_steps=3 * cfg.finetune_steps)
+    with pytest.raises(ValueError, match="tasks must be some of search, types, got summarise"):
+        leads.lead_row("codessm", "start", cfg, tasks=("summarise",))
     conv = leads.lead_config(cfg, "fine-tuning to convergence")
     assert conv.finetune_steps == 4 * cfg.finetune_steps and conv.finetune_eval_every > 0
     with pytest.raises(ValueError, match="unknown lead 'magic'; leads: start"):
