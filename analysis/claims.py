@@ -271,14 +271,14 @@ def _about(d: dict, models) -> dict:
 
 
 def _precheck(claim: str, gate: Gate | None, models, n_items: dict, min_items: int, rule: str,
-              noise: str) -> tuple[Verdict | None, str]:
+              noise: str) -> tuple[Verdict | None, str, bool]:
     """(an inconclusive Verdict if the gate fails or the data are too few, else None; the gate's
-    sentence)."""
+    sentence; whether the data are enough to measure the claim's numbers)."""
     ok, gate_text = (True, "not applicable (a claim about the architecture)") if gate is None \
         else gate.outcome(models)
     few = _too_few(n_items, min_items)
     if ok and not few:
-        return None, gate_text
+        return None, gate_text, True
     # Every reason is said, and the test-item counts are kept either way: a reader who changes
     # the test split sees it reach the rule even while the gate holds the verdict back.
     reasons, numbers, intervals = [], {}, {}
@@ -289,7 +289,19 @@ def _precheck(claim: str, gate: Gate | None, models, n_items: dict, min_items: i
     if few:
         reasons.append(few)
     numbers.update({f"test items, {s}": n for s, n in n_items.items()})
-    return Verdict(claim, INCONCLUSIVE, " ".join(reasons), numbers, intervals, rule, noise, gate_text), gate_text
+    return Verdict(claim, INCONCLUSIVE, " ".join(reasons), numbers, intervals, rule, noise, gate_text), gate_text, \
+        not few
+
+
+def _held_back(held: Verdict | None, claim: str, verdict: str, reason: str, numbers: dict, intervals: dict,
+               rule: str, noise: str, gate_text: str) -> Verdict:
+    """The claim's Verdict; or, when the gate ``held`` it back (the data were enough to measure),
+    the inconclusive one with the measured numbers beside the gate's: a reader sees what was
+    measured, and that it was not judged."""
+    if held is None:
+        return Verdict(claim, verdict, reason, numbers, intervals, rule, noise, gate_text)
+    return Verdict(claim, INCONCLUSIVE, f"{held.reason} Measured, not judged: {reason}",
+                   {**held.numbers, **numbers}, {**held.intervals, **intervals}, rule, noise, gate_text)
 
 
 # ----------------------------------------------------------------------------- the gate
@@ -389,9 +401,9 @@ def c1_probing(probing: pd.DataFrame, gate: Gate, *, model: str = "codessm", bas
     _present(df, "model", [model, baseline], f"probing (pretrained checkpoints, layers >= {min_layer})")
     point, reps, n_items = _bootstrap(df, "correct", ["model", "task", "layer"], ["model"], "task", n_boot, seed)
     noise = _noise(df, n_items, n_boot, ["pretrain_seed"])
-    early, gate_text = _precheck("C1", gate, [model, baseline], n_items, min_items, rule, noise)
-    if early:
-        return early
+    held, gate_text, measurable = _precheck("C1", gate, [model, baseline], n_items, min_items, rule, noise)
+    if held and not measurable:
+        return held
     cells = sorted({k[1:] for k in point})
     numbers, intervals, ahead = {}, {}, 0
     for t, l in cells:
@@ -403,7 +415,7 @@ def c1_probing(probing: pd.DataFrame, gate: Gate, *, model: str = "codessm", bas
     verdict = REPRODUCED if ahead == len(cells) else PARTLY if intervals["mean gap"][0] > 0 else NOT
     reason = (f"{model} is ahead of {baseline} (interval above 0) in {ahead} of {len(cells)} task-layer cells; "
               f"mean accuracy gap {est:+.3f}, interval {_fmt(intervals['mean gap'])}.")
-    return Verdict("C1", verdict, reason, numbers, intervals, rule, noise, gate_text)
+    return _held_back(held, "C1", verdict, reason, numbers, intervals, rule, noise, gate_text)
 
 
 def _forgetting(point: dict, reps: dict, model: str, task: str, cells: list) -> tuple[float, np.ndarray]:
@@ -436,9 +448,9 @@ def c2_forgetting(probing: pd.DataFrame, gate: Gate, *, model: str = "codessm", 
     point, reps, n_items = _bootstrap(df, "correct", ["model", "checkpoint", "task", "layer"],
                                       ["model", "checkpoint"], "task", n_boot, seed)
     noise = _noise(df, n_items, n_boot, ["pretrain_seed", "seed"])
-    early, gate_text = _precheck("C2", gate, [model, control], n_items, min_items, rule, noise)
-    if early:
-        return early
+    held, gate_text, measurable = _precheck("C2", gate, [model, control], n_items, min_items, rule, noise)
+    if held and not measurable:
+        return held
     cells = sorted({k[2:] for k in point})
     forget = {(m, t): _forgetting(point, reps, m, t, cells) for m in (model, control) for t in tasks}
     numbers = {f"F({m}, {t})": est for (m, t), (est, _) in forget.items()}
@@ -454,7 +466,7 @@ def c2_forgetting(probing: pd.DataFrame, gate: Gate, *, model: str = "codessm", 
     full = all(lo > 0 for lo, _ in intervals.values())
     verdict = REPRODUCED if full else PARTLY if any(lo > 0 for lo, _ in corrected) else NOT
     reason = ", ".join(f"{k} {numbers[k]:+.3f} {_fmt(ci)}" for k, ci in intervals.items()) + "."
-    return Verdict("C2", verdict, reason, numbers, intervals, rule, noise, gate_text)
+    return _held_back(held, "C2", verdict, reason, numbers, intervals, rule, noise, gate_text)
 
 
 NYQUIST = 0.5                     # cycles per token
@@ -513,10 +525,10 @@ def c3_spectral_shift(spectra: pd.DataFrame, gate: Gate, *, model: str = "codess
     kernels = _kernel_changes(df, early_layers)
     point, reps, n_items = _bootstrap(kernels, "change", ["part"], ["all_runs"], "part", n_boot, seed)
     noise = _noise(kernels, n_items, n_boot, ["pretrain_seed", "seed"], what="kernels", per="part")
-    early, gate_text = _precheck("C3", gate, [model], {p: n_items.get(p, 0) for p in ("early", "late")},
+    held, gate_text, measurable = _precheck("C3", gate, [model], {p: n_items.get(p, 0) for p in ("early", "late")},
                                  min_items, rule, noise)
-    if early:
-        return early
+    if held and not measurable:
+        return held
     w = n_items["early"] / (n_items["early"] + n_items["late"])
     mean_rep = w * reps[("early",)] + (1 - w) * reps[("late",)]
     numbers = {"mean change": w * point[("early",)] + (1 - w) * point[("late",)],
@@ -528,7 +540,7 @@ def c3_spectral_shift(spectra: pd.DataFrame, gate: Gate, *, model: str = "codess
     reason = (f"mean centroid change {numbers['mean change']:+.3g} {_fmt(intervals['mean change'])}, early minus "
               f"later {numbers['early - later']:+.3g} {_fmt(intervals['early - later'])}, floor {floor:.3g} "
               "cycles/token.")
-    return Verdict("C3", verdict, reason, numbers, intervals, rule, noise, gate_text)
+    return _held_back(held, "C3", verdict, reason, numbers, intervals, rule, noise, gate_text)
 
 
 def _task_scores(search: pd.DataFrame, types: pd.DataFrame) -> pd.DataFrame:
@@ -570,9 +582,9 @@ def c4_variants(search: pd.DataFrame, types: pd.DataFrame, gate: Gate, *, base: 
             f"{min_items} test items per task: inconclusive")
     point, reps, n_items = _bootstrap(df, "value", ["model", "task"], ["model"], "task", n_boot, seed)
     noise = _noise(df, n_items, n_boot, ["pretrain_seed", "seed"])
-    early, gate_text = _precheck("C4", gate, [base, *variants], n_items, min_items, rule, noise)
-    if early:
-        return early
+    held, gate_text, measurable = _precheck("C4", gate, [base, *variants], n_items, min_items, rule, noise)
+    if held and not measurable:
+        return held
     numbers, intervals, best = {}, {}, {}
     for t in tasks:
         gains = {v: _contrast(point, reps, [((v, t), (base, t))]) for v in variants}
@@ -586,7 +598,7 @@ def c4_variants(search: pd.DataFrame, types: pd.DataFrame, gate: Gate, *, base: 
     reason = ("best variant's gain per task: "
               + ", ".join(f"{t} {numbers[k]:+.3f} {_fmt(ci)}" for t, (k, ci) in best.items())
               + f" (the claim: up to +{size:g} on {search_task}).")
-    return Verdict("C4", verdict, reason, numbers, intervals, rule, noise, gate_text)
+    return _held_back(held, "C4", verdict, reason, numbers, intervals, rule, noise, gate_text)
 
 
 def c5_extrapolation(search: pd.DataFrame, *, ssms=("codessm",), control: str = "rocoder",
@@ -610,9 +622,9 @@ def c5_extrapolation(search: pd.DataFrame, *, ssms=("codessm",), control: str = 
     point, reps, n_items = _bootstrap(df, "reciprocal_rank", ["model", "length", "task"], ["model"], "task",
                                       n_boot, seed)
     noise = _noise(df, n_items, n_boot, ["pretrain_seed", "seed"])
-    early, gate_text = _precheck("C5", None, ssms, n_items, min_items, rule, noise)
-    if early:
-        return early
+    held, gate_text, measurable = _precheck("C5", None, ssms, n_items, min_items, rule, noise)
+    if held and not measurable:
+        return held
     gain = {m: _contrast(point, reps, [((m, "full", task), (m, "truncated", task))]) for m in [*ssms, control]}
     numbers = {f"{m} gain from full length": gain[m][0] for m in gain}
     intervals, reps_c = {}, {}
@@ -626,4 +638,4 @@ def c5_extrapolation(search: pd.DataFrame, *, ssms=("codessm",), control: str = 
                else PARTLY if any(lo > 0 for lo, _ in corrected) else NOT)
     reason = ", ".join(f"{k} {numbers[k]:+.3f} {_fmt(ci)}" for k, ci in intervals.items()) + \
         f" ({control}'s own gain {gain[control][0]:+.3f})."
-    return Verdict("C5", verdict, reason, numbers, intervals, rule, noise, gate_text)
+    return _held_back(held, "C5", verdict, reason, numbers, intervals, rule, noise, gate_text)

@@ -258,7 +258,13 @@ def test_the_gate_fails_a_model_no_better_than_unigrams_or_its_random_twin(gate)
     v = claims.c1_probing(data, g)
     assert v.verdict == "inconclusive" and v.reason.startswith("pretraining did not take at this profile")
     assert v.numbers["codessm held-out MLM loss"] == 5.61 and v.gate.startswith("failed")
-    assert claims.c1_probing(data, gate).verdict == "reproduced"        # the same data, a passing gate
+    judged = claims.c1_probing(data, gate)
+    assert judged.verdict == "reproduced"                              # the same data, a passing gate
+    # held back, the measurement is still shown beside the gate's numbers, and said to be unjudged
+    assert "Measured, not judged: " + judged.reason in v.reason
+    assert v.numbers["mean gap"] == judged.numbers["mean gap"] and v.intervals["mean gap"] == judged.intervals["mean gap"]
+    few = claims.c1_probing(_probing(rng, 12, {("codessm", "pretrained"): 0.3}), g)  # too few to measure: nothing
+    assert "too little data" in few.reason and "mean gap" not in few.numbers and "Measured" not in few.reason
     # zero-shot search is reported, never decisive: a twin far ahead there does not fail the gate
     zero_shot = _grid(model=["codessm"], init=["pretrained", "random"], task=["search"], item=range(80))
     zero_shot = zero_shot.assign(reciprocal_rank=np.where(zero_shot.init == "pretrained", 0.1, 0.4)
