@@ -104,9 +104,9 @@ def zero_shot(net, tokenizer, cfg, n: int = 300) -> tuple[dict, pd.DataFrame]:
         codes = centred(raw) if cfg.pool_centre else raw
         scores = (queries @ codes.T).numpy()
         out[name] = mrr(scores)
+        out["effective rank of functions" + name[len("zero-shot MRR"):]] = effective_rank(raw.numpy())
         if layer == -1:
             # before centring: centred vectors average to 0, so their mean cosine says nothing
             out["mean cosine between functions"] = mean_pairwise_cosine(raw.numpy())
-            out["effective rank of functions"] = effective_rank(raw.numpy())
             items = pd.DataFrame({"item": np.arange(len(test)), "reciprocal_rank": 1.0 / ranks(scores)})
     return {**out, "pairs": len(test)}, items
