@@ -8,7 +8,7 @@ A chapter names a profile and may override any field::
 ``default`` the rendered book on a laptop CPU: the whole book in under an hour on 2 cores.
 ``long``    the default's models pretrained on 8x its token budget (6,000 steps of 16 x 128
           tokens; whole functions, every window), fine-tuned on the whole training sets with
-          early stopping: hours on 2 CPU cores; where pretraining is meant to pay clearly.
+          early stopping: hours on 2 CPU cores (chapter 04 reads its measured table).
 ``paper``   GPU scale, closer to the paper's (unknown, probably BERT-base-like) sizes.
 
 Every field has a valid range (``RANGES``, beside the fields), checked whenever a profile is
