@@ -60,9 +60,9 @@ LEADS = {
     "new default": ("the profile as it is: more pretraining and centred pooling", None),
     "centred fine-tuning": ("the profile, with search fine-tuned on each side centred over its batch, as it is scored",
                             {"finetune_centred": True}),
+    "longer fine-tuning": ("the profile, with 3x its fine-tuning steps allowed (early stopping still decides where "
+                           "each run stops)", {}),  # the steps are the profile's times 3: lead_config
 }
-LEADS["longer fine-tuning"] = ("the profile, with 3x its fine-tuning steps allowed (early stopping still decides "
-                               "where each run stops)", {})
 # leads that change the profile as it is, not START
 ON_PROFILE = {"centred fine-tuning", "longer fine-tuning"}
 TASKS = ("search", "types")

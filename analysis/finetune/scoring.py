@@ -97,14 +97,14 @@ def zero_shot(net, tokenizer, cfg, n: int = 300) -> tuple[dict, pd.DataFrame]:
     if len(test) < 2:
         raise ValueError(f"the search test split has {len(test)} examples; use a larger corpus")
     out = {}
-    for layer, name in ((-1, "zero-shot MRR"), (0, "zero-shot MRR, token embeddings alone")):
+    for layer, which in ((-1, ""), (0, ", token embeddings alone")):
         queries = _embed(net, tokenizer, [e["query"] for e in test], cfg.max_length, cfg, layer)
         raw = embed(net, tokenizer, [e["code"] for e in test], cfg.max_length, layer=layer,
                     specials=cfg.pool_special_tokens)
         codes = centred(raw) if cfg.pool_centre else raw
         scores = (queries @ codes.T).numpy()
-        out[name] = mrr(scores)
-        out["effective rank of functions" + name[len("zero-shot MRR"):]] = effective_rank(raw.numpy())
+        out["zero-shot MRR" + which] = mrr(scores)
+        out["effective rank of functions" + which] = effective_rank(raw.numpy())
         if layer == -1:
             # before centring: centred vectors average to 0, so their mean cosine says nothing
             out["mean cosine between functions"] = mean_pairwise_cosine(raw.numpy())
