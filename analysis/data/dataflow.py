@@ -5,8 +5,9 @@ An edge ``(i, j, kind)`` says: the value of token i comes from token j.
 - ``computedFrom``: i is a variable being defined and j a token read by the expression that
   defines it: ``a = b + c`` gives (a, b) and (a, c); also augmented assignment (``a += b``:
   (a, b)), walrus (``(a := f(b))``), ``for a in b``, ``with f(b) as a`` and the ``for``
-  clauses of comprehensions. A comprehension's iterables and conditions are sources of
-  what it is assigned to (``x = [g(y) for y in z if c]``: x from g, y, z and c). Parallel
+  clauses of comprehensions. A comprehension's variables, iterables and conditions are
+  sources of what it is assigned to (``x = [g(y) for y in z if c]``: x from g, both y, z
+  and c), and so are a lambda's parameters, defaults and body. Parallel
   assignment pairs element-wise when both sides have as many elements (``a, b = b, a``:
   a from b, b from a), and links every target to every source otherwise (a starred
   target, a call on the right). ``i = j = 0``: i and j both from the value.
@@ -91,8 +92,7 @@ class _Flow:
             self.define(node.child_by_field_name("name"), sources, state)
             return sources
         if t == "lambda":
-            self.lambda_(node, state)
-            return []
+            return self.lambda_(node, state)
         if t in COMPREHENSIONS:
             return self.comprehension(node, state)
         out = []
@@ -357,24 +357,42 @@ class _Flow:
             inner.setdefault(name.text, state[name.text])  # recursion sees its own name
         self.leave(state, self.block(node_field(node, "body"), inner))
 
-    def lambda_(self, node, state) -> None:
+    def lambda_(self, node, state) -> list[int]:
+        """A lambda's tokens (parameters, defaults, body) are the sources of what it is
+        assigned to, as in GraphCodeBERT (``h = lambda i: i + 1``: h from i, i and 1)."""
         inner = self.enter(state)
         params = node.child_by_field_name("parameters")
+        out = []
         if params is not None:
             self.parameters(params, state, inner)
-        self.reads(node.child_by_field_name("body"), inner)
+            out += self.nodes(params)
+        out += self.reads(node.child_by_field_name("body"), inner)
         self.leave(state, inner)
+        return out
+
+    def nodes(self, node) -> list[int]:
+        """The data-flow nodes under ``node`` (variables; literals with ``literals``), in order."""
+        out, stack = [], [node]
+        while stack:
+            n = stack.pop()
+            if n.type == "identifier" or (self.literals and n.type in LITERALS):
+                i = self.tok(n)
+                out += [i] if i is not None else []
+            else:
+                stack.extend(reversed(n.named_children))
+        return out
 
     def comprehension(self, node, state) -> list[int]:
-        """Reads of a comprehension: its body, iterables and conditions (all sources of
-        what the comprehension is assigned to); its variables stay inside."""
+        """Reads of a comprehension: its body, its variables, iterables and conditions (all
+        sources of what the comprehension is assigned to, as in GraphCodeBERT); its
+        variables stay inside."""
         inner = self.enter(state)
         out = []
         for clause in node.named_children:
             if clause.type == "for_in_clause":
                 sources = self.reads(node_field(clause, "right"), inner)
                 self.define(node_field(clause, "left"), sources, inner)
-                out += sources
+                out += self.nodes(node_field(clause, "left")) + sources
             elif clause.type == "if_clause":
                 for child in clause.named_children:
                     out += self.reads(child, inner)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .dataflow import SEQUENCES, _flatten, _Flow, run_flow
+from .dataflow import LITERALS, SEQUENCES, _flatten, _Flow, run_flow
 from .parse import parse_function as parse
 from .parse import parse_tree, walk_tree
 from .probes import KEYWORDS, candidate_pairs, choose_functions
@@ -100,14 +100,36 @@ class _Reference(_Flow):
         return out
 
     def define_attribute(self, target, sources, state):
-        if self.artefact != "self":
-            return super().define_attribute(target, sources, state)
-        for part in ("object", "value", "subscript"):  # x of x.a, x and i of x[i]
-            node = target.child_by_field_name(part)
-            if node is not None and node.type == "identifier":
-                self.define(node, sources, state)
-            elif node is not None:
+        """``x.a[i] = v``: the reference defines every node of the target from v and reads
+        none of them ("self": x, i and any literal; "names": the attribute name a)."""
+        names, others = _target_nodes(target)
+        if self.artefact == "self":
+            for node in others:
+                self.define_node(node, sources, state)
+        elif self.artefact == "names":
+            for node in others:
                 self.reads(node, state)
+        else:
+            return super().define_attribute(target, sources, state)
+        if self.artefact == "names":
+            for node in names:
+                self.define(node, sources, state)
+
+    def define_node(self, node, sources, state):
+        """A literal in a target is a definition too, keyed by its text ("self")."""
+        i = self.tok(node)
+        if node.type in LITERALS and self.literals and i is not None:
+            self.link(i, sources, "computedFrom")
+            state[node.text] = {i}
+        else:
+            self.define(node, sources, state)
+
+    def reads(self, node, state):
+        if self.artefact == "self" and node is not None and node.type in LITERALS:
+            i = self.tok(node)
+            if self.literals and i is not None:
+                self.link(i, state.get(node.text, ()), "comesFrom")  # '0' read after x[0] = v
+        return super().reads(node, state)
 
     def gather(self, value, state):
         parts = [c for c in value.children if c.type != ","]
@@ -163,6 +185,24 @@ class _Reference(_Flow):
                     else:
                         self.reads(part, state)
         return state
+
+
+def _target_nodes(target):
+    """(attribute and keyword names, every other identifier or literal) in a target."""
+    names, others, stack = [], [], [target]
+    while stack:
+        n = stack.pop()
+        if n.type == "attribute":
+            names.append(n.child_by_field_name("attribute"))
+            stack.append(n.child_by_field_name("object"))
+        elif n.type == "keyword_argument":
+            names.append(n.child_by_field_name("name"))
+            stack.append(n.child_by_field_name("value"))
+        elif n.type == "identifier" or n.type in LITERALS:
+            others.append(n)
+        else:
+            stack.extend(reversed(n.named_children))
+    return names, others
 
 
 def _identifiers(node):
