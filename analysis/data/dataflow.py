@@ -36,7 +36,12 @@ Deviations from GraphCodeBERT's ``DFG_python``, each an artefact of its implemen
 - ``x += y`` also reads x (GraphCodeBERT: only x from y);
 - ``i = j = 0``: i from 0, not from j;
 - comprehension variables and a nested function's locals stay in their scope;
-- a typed default ``a: int = 0`` is a default too: a <- 0 (GraphCodeBERT links untyped ones only).
+- a typed default ``a: int = 0`` is a default too: a <- 0 (GraphCodeBERT links untyped ones only);
+- ``with v as a`` links a to v, and an ``as`` alias is a definition (GraphCodeBERT: no edge
+  from v; an alias already bound is a read of the earlier one);
+- a walrus ``(a := v)`` defines a from v (GraphCodeBERT: no edge; a is read or defined bare);
+- the body and ``else`` of a ``for ... else`` are walked (GraphCodeBERT skips both: the
+  loop's last child is no block).
 """
 from __future__ import annotations
 
@@ -260,7 +265,7 @@ class _Flow:
                         self.reads(part.named_children[0], s)
                         alias = part.child_by_field_name("alias")
                         if alias is not None:
-                            self.define(_unwrap(alias), [], s)
+                            self.alias(_unwrap(alias), [], s)
                     elif part.type == "block":
                         s = self.block(part, s)
                     else:
@@ -285,10 +290,14 @@ class _Flow:
                     sources = self.reads(value.named_children[0], state)
                     alias = value.child_by_field_name("alias")
                     if alias is not None:
-                        self.define(_unwrap(alias), sources, state)
+                        self.alias(_unwrap(alias), sources, state)
                 else:
                     self.reads(value, state)
         return self.block(node_field(node, "body"), state)
+
+    def alias(self, node, sources, state) -> None:
+        """``with v as a`` (a from v), ``except E as e`` (no sources)."""
+        self.define(node, sources, state)
 
     def loop(self, node, state) -> dict:
         if node.type == "for_statement":

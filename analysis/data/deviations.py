@@ -68,6 +68,14 @@ DEVIATIONS = [
       "i <- j, i <- v, j <- v", "i <- v, j <- v: both take the value (artefact)"),
     D("typed_defaults", "dfg", "a typed default is no default",
       "def f(a: int = 0):\n    b = a\n    return b", "no a <- 0", "a <- 0, as untyped (artefact)"),
+    D("as_alias", "dfg", "an `as` alias is no assignment",
+      "def f(p, q):\n    with open(p) as q:\n        return q",
+      "no q <- open, p; q is a read of the parameter q", "q <- open, p: the alias takes the value (artefact)"),
+    D("walrus", "dfg", "a walrus is no assignment", "def f(g):\n    if (m := g()):\n        return m",
+      "no m <- g; m defined bare", "m <- g, as := binds it (artefact)"),
+    D("for_else", "dfg", "a `for ... else` skips its body and else",
+      "def f(xs, y):\n    for x in xs: y = x\n    else: return y",
+      "y = x and return y unseen", "walked as any loop (artefact)"),
     D("scopes", "dfg", "comprehension and nested-function variables leak out",
       "def f(xs):\n    ys = [x for x in xs]\n    return x", "return x <- the comprehension's x",
       "no edge: Python 3 scopes (artefact)"),
@@ -125,6 +133,9 @@ class _Reference(_Flow):
             self.define(node, sources, state)
 
     def reads(self, node, state):
+        if self.artefact == "walrus" and node is not None and node.type == "named_expression":
+            return self.read_or_define(node.child_by_field_name("name"), state) + \
+                self.reads(node.child_by_field_name("value"), state)
         if self.artefact == "self" and node is not None and node.type in LITERALS:
             i = self.tok(node)
             if self.literals and i is not None:
@@ -136,6 +147,26 @@ class _Reference(_Flow):
         if self.artefact == "call_unpack" and value.type not in SEQUENCES and len(parts) > 1:
             return "seq", [("flat", self.reads(c, state)) for c in parts]
         return super().gather(value, state)
+
+    def read_or_define(self, node, state):
+        """A bare name in the reference: a read if bound, else a definition from nothing."""
+        if node is not None and node.type == "identifier" and node.text not in state:
+            self.define(node, [], state)
+            return [i for i in [self.tok(node)] if i is not None]
+        return self.reads(node, state)
+
+    def alias(self, node, sources, state):
+        if self.artefact != "as_alias":
+            return super().alias(node, sources, state)
+        self.read_or_define(node, state)
+
+    def loop(self, node, state):
+        if self.artefact != "for_else" or node.type != "for_statement" \
+                or node.child_by_field_name("alternative") is None:
+            return super().loop(node, state)
+        self.define(node.child_by_field_name("left"),
+                    self.reads(node.child_by_field_name("right"), state), state)
+        return state
 
     def loop_state(self, entry, s):
         return s if self.artefact == "loop_exit" else super().loop_state(entry, s)
@@ -179,7 +210,7 @@ class _Reference(_Flow):
                 for part in child.named_children:
                     if part.type == "as_pattern":
                         self.reads(part.named_children[0], state)
-                        self.define(_alias(part), [], state)
+                        self.alias(_alias(part), [], state)
                     elif part.type == "block":
                         state = self.block(part, state)
                     else:
