@@ -62,6 +62,14 @@ def test_dict_and_generator_comprehension_variables_are_sources():
         (13, 27, CF), (13, 29, CF)}
 
 
+def test_annotations_are_reads_in_the_enclosing_scope():
+    # T0 =1 int2 def3 f4 (5 a6 :7 T8 ,9 b10 :11 T12 =13 0 14 )15 ->16 T17 :18 return19 a20
+    # every T reads T0 (no source of a or b); b from its default; a20 from the parameter
+    code = "T = int\ndef f(a: T, b: T = 0) -> T:\n    return a\n"
+    assert edges(code) == {(0, 2, CF), (8, 0, CM), (12, 0, CM), (17, 0, CM), (10, 14, CM),
+                           (20, 6, CM)}
+
+
 def test_lambda_tokens_are_sources_of_its_target():
     # def0 f1 (2 c3 )4 :5 h6 =7 lambda8 i9 ,10 j11 =12 c13 :14 i15 +16 j17 +18 1 19
     # h from its parameters, the default, and the body (variables and the literal), as in

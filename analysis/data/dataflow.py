@@ -16,7 +16,8 @@ An edge ``(i, j, kind)`` says: the value of token i comes from token j.
   bodies are walked twice so a definition late in a loop reaches reads early in it). The
   left side of an augmented assignment is also a read (``a += b``: (a, previous a)). A
   parameter comes from the tokens of its default value (``def f(a=None)``: (a, None)), as
-  in GraphCodeBERT; the default itself is a read in the enclosing scope.
+  in GraphCodeBERT; the default itself, and a parameter's annotation, are reads in the
+  enclosing scope (``T = int; def f(a: T)``: (T, T)).
 
 Nodes: variables and, with ``literals=True`` (GraphCodeBERT's graph, the book's default;
 profile field ``probe_dfg_literals``), literals too (numbers, strings, ``None``, ``True``,
@@ -340,11 +341,14 @@ class _Flow:
             self.parameter(p, outer, inner)
 
     def parameter(self, p, outer, inner) -> None:
+        """A parameter's annotation is a read in ``outer`` (``def f(a: T)``: T), no source."""
         if p.type in DEFAULT_PARAMETERS:
+            self.reads(p.child_by_field_name("type"), outer)
             sources = self.reads(p.child_by_field_name("value"), outer)
             self.define(p.child_by_field_name("name"), sources, inner, kind="comesFrom")
         elif p.type == "typed_parameter":
             self.define(p.named_children[0], [], inner)
+            self.reads(p.child_by_field_name("type"), outer)
         elif p.type in {"identifier", "list_splat_pattern", "dictionary_splat_pattern"}:
             self.define(p, [], inner)
 

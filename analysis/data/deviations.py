@@ -174,6 +174,7 @@ class _Reference(_Flow):
     def parameter(self, p, outer, inner):
         if self.artefact != "typed_defaults" or p.type != "typed_default_parameter":
             return super().parameter(p, outer, inner)
+        self.reads(p.child_by_field_name("type"), outer)
         self.reads(p.child_by_field_name("value"), outer)
         self.define(p.child_by_field_name("name"), [], inner)
 
