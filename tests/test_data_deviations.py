@@ -34,7 +34,33 @@ EXPECTED = {
     "typed_defaults": (set(), {(3, 7, CM)}),
     # def0 f1 (2 xs3 )4 :5 ys6 =7 [8 x9 for10 x11 in12 xs13 ]14 return15 x16
     "scopes": ({(16, 11, CM)}, set()),
+    # def0 f1 (2 p3 ,4 q5 )6 :7 with8 open9 (10 p11 )12 as13 q14 :15 return16 q17
+    "as_alias": ({(14, 5, CM), (17, 5, CM)}, {(14, 9, CF), (14, 11, CF), (17, 14, CM)}),
+    # def0 f1 (2 g3 )4 :5 if6 (7 m8 :=9 g10 (11 )12 )13 :14 return15 m16
+    "walrus": (set(), {(8, 10, CF)}),
+    # def0 f1 (2 xs3 ,4 y5 )6 :7 for8 x9 in10 xs11 :12 y13 =14 x15 else16 :17 return18 y19
+    "for_else": (set(), {(15, 9, CM), (13, 15, CF), (19, 5, CM), (19, 13, CM)}),
 }
+
+
+def test_every_data_flow_artefact_has_a_hand_worked_example():
+    assert set(EXPECTED) == {d.key for d in DEVIATIONS if d.task == "dfg"} - {"literals", "no_edge"}
+
+
+@pytest.mark.parametrize("key, code, expected", [
+    # x[i] = v defines x and the literal i from v and reads neither; a later d[0] reads both
+    # def0 f1 (2 d3 ,4 v5 )6 :7 d8 [9 0 10 ]11 =12 v13 return14 d15 [16 0 17 ]18
+    ("self", "def f(d, v):\n    d[0] = v\n    return d[0]\n",
+     ({(8, 13, CF), (10, 13, CF), (15, 8, CM), (17, 10, CM)}, {(8, 3, CM), (15, 3, CM)})),
+    # s.x = v: with "names" the attribute name x is defined from v, and s.x's x reads it
+    # def0 f1 (2 s3 ,4 v5 )6 :7 s8 .9 x10 =11 v12 return13 s14 .15 x16
+    ("names", "def f(s, v):\n    s.x = v\n    return s.x\n", ({(10, 12, CF), (16, 10, CM)}, set())),
+])
+def test_targets_as_the_reference_defines_them(key, code, expected):
+    # each worked out by hand and checked against GraphCodeBERT's DFG_python
+    book = set(parse_function(code).dfg_edges)
+    reference = emulate(code, key)
+    assert (reference - book, book - reference) == expected
 
 
 def emulate(code: str, key: str) -> set:

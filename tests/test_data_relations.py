@@ -40,12 +40,44 @@ def test_lambda_default_is_a_read_in_the_enclosing_scope():
     assert edges("def g(k):\n    return lambda v=k: k\n") == {(10, 3, CM), (8, 10, CM), (12, 3, CM)}
 
 
-def test_comprehension_iterables_and_conditions_are_sources():
+def test_comprehension_variables_iterables_and_conditions_are_sources():
     # def0 f1 (2 z3 ,4 c5 )6 :7 x8 =9 [10 g11 (12 y13 )14 for15 y16 in17 z18 if19 c20 ]21
-    # return22 x23
+    # return22 x23; x from every variable of the comprehension, its own y16 too (GraphCodeBERT)
     code = "def f(z, c):\n    x = [g(y) for y in z if c]\n    return x\n"
     assert edges(code) == {(18, 3, CM), (20, 5, CM), (16, 18, CF), (13, 16, CM),
-                           (8, 11, CF), (8, 13, CF), (8, 18, CF), (8, 20, CF), (23, 8, CM)}
+                           (8, 11, CF), (8, 13, CF), (8, 16, CF), (8, 18, CF), (8, 20, CF),
+                           (23, 8, CM)}
+
+
+def test_dict_and_generator_comprehension_variables_are_sources():
+    # d0 =1 {2 k3 :4 v5 for6 k7 ,8 v9 in10 xs11 }12
+    # s13 =14 sum15 (16 a17 *18 b19 for20 a21 ,22 b23 in24 zip25 (26 z27 ,28 xs29 )30 )31
+    code = "d = {k: v for k, v in xs}\ns = sum(a * b for a, b in zip(z, xs))\n"
+    assert edges(code) == {
+        (7, 11, CF), (9, 11, CF), (3, 7, CM), (5, 9, CM),
+        (0, 3, CF), (0, 5, CF), (0, 7, CF), (0, 9, CF), (0, 11, CF),
+        (21, 25, CF), (21, 27, CF), (21, 29, CF), (23, 25, CF), (23, 27, CF), (23, 29, CF),
+        (17, 21, CM), (19, 23, CM),
+        (13, 15, CF), (13, 17, CF), (13, 19, CF), (13, 21, CF), (13, 23, CF), (13, 25, CF),
+        (13, 27, CF), (13, 29, CF)}
+
+
+def test_annotations_are_reads_in_the_enclosing_scope():
+    # T0 =1 int2 def3 f4 (5 a6 :7 T8 ,9 b10 :11 T12 =13 0 14 )15 ->16 T17 :18 return19 a20
+    # every T reads T0 (no source of a or b); b from its default; a20 from the parameter
+    code = "T = int\ndef f(a: T, b: T = 0) -> T:\n    return a\n"
+    assert edges(code) == {(0, 2, CF), (8, 0, CM), (12, 0, CM), (17, 0, CM), (10, 14, CM),
+                           (20, 6, CM)}
+
+
+def test_lambda_tokens_are_sources_of_its_target():
+    # def0 f1 (2 c3 )4 :5 h6 =7 lambda8 i9 ,10 j11 =12 c13 :14 i15 +16 j17 +18 1 19
+    # h from its parameters, the default, and the body (variables and the literal), as in
+    # GraphCodeBERT; inside: j11 <- c13 (a default), i15 <- i9, j17 <- j11, c13 <- c3
+    code = "def f(c):\n    h = lambda i, j=c: i + j + 1\n"
+    assert edges(code) == {(13, 3, CM), (11, 13, CM), (15, 9, CM), (17, 11, CM),
+                           (6, 9, CF), (6, 11, CF), (6, 13, CF), (6, 15, CF), (6, 17, CF),
+                           (6, 19, CF)}
 
 
 def test_parallel_assignment_falls_back_to_all_pairs():

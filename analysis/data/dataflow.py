@@ -5,8 +5,9 @@ An edge ``(i, j, kind)`` says: the value of token i comes from token j.
 - ``computedFrom``: i is a variable being defined and j a token read by the expression that
   defines it: ``a = b + c`` gives (a, b) and (a, c); also augmented assignment (``a += b``:
   (a, b)), walrus (``(a := f(b))``), ``for a in b``, ``with f(b) as a`` and the ``for``
-  clauses of comprehensions. A comprehension's iterables and conditions are sources of
-  what it is assigned to (``x = [g(y) for y in z if c]``: x from g, y, z and c). Parallel
+  clauses of comprehensions. A comprehension's variables, iterables and conditions are
+  sources of what it is assigned to (``x = [g(y) for y in z if c]``: x from g, both y, z
+  and c), and so are a lambda's parameters, defaults and body. Parallel
   assignment pairs element-wise when both sides have as many elements (``a, b = b, a``:
   a from b, b from a), and links every target to every source otherwise (a starred
   target, a call on the right). ``i = j = 0``: i and j both from the value.
@@ -15,7 +16,8 @@ An edge ``(i, j, kind)`` says: the value of token i comes from token j.
   bodies are walked twice so a definition late in a loop reaches reads early in it). The
   left side of an augmented assignment is also a read (``a += b``: (a, previous a)). A
   parameter comes from the tokens of its default value (``def f(a=None)``: (a, None)), as
-  in GraphCodeBERT; the default itself is a read in the enclosing scope.
+  in GraphCodeBERT; the default itself, and a parameter's annotation, are reads in the
+  enclosing scope (``T = int; def f(a: T)``: (T, T)).
 
 Nodes: variables and, with ``literals=True`` (GraphCodeBERT's graph, the book's default;
 profile field ``probe_dfg_literals``), literals too (numbers, strings, ``None``, ``True``,
@@ -35,7 +37,12 @@ Deviations from GraphCodeBERT's ``DFG_python``, each an artefact of its implemen
 - ``x += y`` also reads x (GraphCodeBERT: only x from y);
 - ``i = j = 0``: i from 0, not from j;
 - comprehension variables and a nested function's locals stay in their scope;
-- a typed default ``a: int = 0`` is a default too: a <- 0 (GraphCodeBERT links untyped ones only).
+- a typed default ``a: int = 0`` is a default too: a <- 0 (GraphCodeBERT links untyped ones only);
+- ``with v as a`` links a to v, and an ``as`` alias is a definition (GraphCodeBERT: no edge
+  from v; an alias already bound is a read of the earlier one);
+- a walrus ``(a := v)`` defines a from v (GraphCodeBERT: no edge; a is read or defined bare);
+- the body and ``else`` of a ``for ... else`` are walked (GraphCodeBERT skips both: the
+  loop's last child is no block).
 """
 from __future__ import annotations
 
@@ -91,8 +98,7 @@ class _Flow:
             self.define(node.child_by_field_name("name"), sources, state)
             return sources
         if t == "lambda":
-            self.lambda_(node, state)
-            return []
+            return self.lambda_(node, state)
         if t in COMPREHENSIONS:
             return self.comprehension(node, state)
         out = []
@@ -260,7 +266,7 @@ class _Flow:
                         self.reads(part.named_children[0], s)
                         alias = part.child_by_field_name("alias")
                         if alias is not None:
-                            self.define(_unwrap(alias), [], s)
+                            self.alias(_unwrap(alias), [], s)
                     elif part.type == "block":
                         s = self.block(part, s)
                     else:
@@ -285,10 +291,14 @@ class _Flow:
                     sources = self.reads(value.named_children[0], state)
                     alias = value.child_by_field_name("alias")
                     if alias is not None:
-                        self.define(_unwrap(alias), sources, state)
+                        self.alias(_unwrap(alias), sources, state)
                 else:
                     self.reads(value, state)
         return self.block(node_field(node, "body"), state)
+
+    def alias(self, node, sources, state) -> None:
+        """``with v as a`` (a from v), ``except E as e`` (no sources)."""
+        self.define(node, sources, state)
 
     def loop(self, node, state) -> dict:
         if node.type == "for_statement":
@@ -331,11 +341,14 @@ class _Flow:
             self.parameter(p, outer, inner)
 
     def parameter(self, p, outer, inner) -> None:
+        """A parameter's annotation is a read in ``outer`` (``def f(a: T)``: T), no source."""
         if p.type in DEFAULT_PARAMETERS:
+            self.reads(p.child_by_field_name("type"), outer)
             sources = self.reads(p.child_by_field_name("value"), outer)
             self.define(p.child_by_field_name("name"), sources, inner, kind="comesFrom")
         elif p.type == "typed_parameter":
             self.define(p.named_children[0], [], inner)
+            self.reads(p.child_by_field_name("type"), outer)
         elif p.type in {"identifier", "list_splat_pattern", "dictionary_splat_pattern"}:
             self.define(p, [], inner)
 
@@ -357,24 +370,42 @@ class _Flow:
             inner.setdefault(name.text, state[name.text])  # recursion sees its own name
         self.leave(state, self.block(node_field(node, "body"), inner))
 
-    def lambda_(self, node, state) -> None:
+    def lambda_(self, node, state) -> list[int]:
+        """A lambda's tokens (parameters, defaults, body) are the sources of what it is
+        assigned to, as in GraphCodeBERT (``h = lambda i: i + 1``: h from i, i and 1)."""
         inner = self.enter(state)
         params = node.child_by_field_name("parameters")
+        out = []
         if params is not None:
             self.parameters(params, state, inner)
-        self.reads(node.child_by_field_name("body"), inner)
+            out += self.nodes(params)
+        out += self.reads(node.child_by_field_name("body"), inner)
         self.leave(state, inner)
+        return out
+
+    def nodes(self, node) -> list[int]:
+        """The data-flow nodes under ``node`` (variables; literals with ``literals``), in order."""
+        out, stack = [], [node]
+        while stack:
+            n = stack.pop()
+            if n.type == "identifier" or (self.literals and n.type in LITERALS):
+                i = self.tok(n)
+                out += [i] if i is not None else []
+            else:
+                stack.extend(reversed(n.named_children))
+        return out
 
     def comprehension(self, node, state) -> list[int]:
-        """Reads of a comprehension: its body, iterables and conditions (all sources of
-        what the comprehension is assigned to); its variables stay inside."""
+        """Reads of a comprehension: its body, its variables, iterables and conditions (all
+        sources of what the comprehension is assigned to, as in GraphCodeBERT); its
+        variables stay inside."""
         inner = self.enter(state)
         out = []
         for clause in node.named_children:
             if clause.type == "for_in_clause":
                 sources = self.reads(node_field(clause, "right"), inner)
                 self.define(node_field(clause, "left"), sources, inner)
-                out += sources
+                out += self.nodes(node_field(clause, "left")) + sources
             elif clause.type == "if_clause":
                 for child in clause.named_children:
                     out += self.reads(child, inner)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .dataflow import SEQUENCES, _flatten, _Flow, run_flow
+from .dataflow import LITERALS, SEQUENCES, _flatten, _Flow, run_flow
 from .parse import parse_function as parse
 from .parse import parse_tree, walk_tree
 from .probes import KEYWORDS, candidate_pairs, choose_functions
@@ -48,9 +48,9 @@ DEVIATIONS = [
     D("true_or", "distance", "`true` and `or` among the keywords", "def f(a):\n    b = a or True\n    return b",
       "neither (a missing comma joins them)", "both: the list names them; the comma is a slip"),
     D("names", "dfg", "attribute and keyword-argument names are variables",
-      "def f(x, n):\n    y = x.n\n    return g(n=y)", "x.n's n <- parameter n; y <- x.n's n",
+      "def f(x, n):\n    y = x.n\n    return g(n=y)", "x.n's n <- parameter n; y <- x.n's n (and s.n = v: n <- v)",
       "not variables: x.n is not the variable n (artefact)"),
-    D("self", "dfg", "`self.x = v` redefines self", "def f(self, v):\n    self.x = v\n    return self",
+    D("self", "dfg", "`self.x = v` redefines self (`d[i] = v`: d and i)", "def f(self, v):\n    self.x = v\n    return self",
       "self <- v; the return reads that self", "reads self only (artefact)"),
     D("builtins", "dfg", "the first read of an unbound name defines it",
       "def f(a, b):\n    x = len(a)\n    return len(b)", "the second len <- the first", "a read (artefact)"),
@@ -68,6 +68,14 @@ DEVIATIONS = [
       "i <- j, i <- v, j <- v", "i <- v, j <- v: both take the value (artefact)"),
     D("typed_defaults", "dfg", "a typed default is no default",
       "def f(a: int = 0):\n    b = a\n    return b", "no a <- 0", "a <- 0, as untyped (artefact)"),
+    D("as_alias", "dfg", "an `as` alias is no assignment",
+      "def f(p, q):\n    with open(p) as q:\n        return q",
+      "no q <- open, p; q is a read of the parameter q", "q <- open, p: the alias takes the value (artefact)"),
+    D("walrus", "dfg", "a walrus is no assignment", "def f(g):\n    if (m := g()):\n        return m",
+      "no m <- g; m defined bare", "m <- g, as := binds it (artefact)"),
+    D("for_else", "dfg", "a `for ... else` skips its body and else",
+      "def f(xs, y):\n    for x in xs: y = x\n    else: return y",
+      "y = x and return y unseen", "walked as any loop (artefact)"),
     D("scopes", "dfg", "comprehension and nested-function variables leak out",
       "def f(xs):\n    ys = [x for x in xs]\n    return x", "return x <- the comprehension's x",
       "no edge: Python 3 scopes (artefact)"),
@@ -100,14 +108,39 @@ class _Reference(_Flow):
         return out
 
     def define_attribute(self, target, sources, state):
-        if self.artefact != "self":
-            return super().define_attribute(target, sources, state)
-        for part in ("object", "value", "subscript"):  # x of x.a, x and i of x[i]
-            node = target.child_by_field_name(part)
-            if node is not None and node.type == "identifier":
-                self.define(node, sources, state)
-            elif node is not None:
+        """``x.a[i] = v``: the reference defines every node of the target from v and reads
+        none of them ("self": x, i and any literal; "names": the attribute name a)."""
+        names, others = _target_nodes(target)
+        if self.artefact == "self":
+            for node in others:
+                self.define_node(node, sources, state)
+        elif self.artefact == "names":
+            for node in others:
                 self.reads(node, state)
+        else:
+            return super().define_attribute(target, sources, state)
+        if self.artefact == "names":
+            for node in names:
+                self.define(node, sources, state)
+
+    def define_node(self, node, sources, state):
+        """A literal in a target is a definition too, keyed by its text ("self")."""
+        i = self.tok(node)
+        if node.type in LITERALS and self.literals and i is not None:
+            self.link(i, sources, "computedFrom")
+            state[node.text] = {i}
+        else:
+            self.define(node, sources, state)
+
+    def reads(self, node, state):
+        if self.artefact == "walrus" and node is not None and node.type == "named_expression":
+            return self.read_or_define(node.child_by_field_name("name"), state) + \
+                self.reads(node.child_by_field_name("value"), state)
+        if self.artefact == "self" and node is not None and node.type in LITERALS:
+            i = self.tok(node)
+            if self.literals and i is not None:
+                self.link(i, state.get(node.text, ()), "comesFrom")  # '0' read after x[0] = v
+        return super().reads(node, state)
 
     def gather(self, value, state):
         parts = [c for c in value.children if c.type != ","]
@@ -115,12 +148,33 @@ class _Reference(_Flow):
             return "seq", [("flat", self.reads(c, state)) for c in parts]
         return super().gather(value, state)
 
+    def read_or_define(self, node, state):
+        """A bare name in the reference: a read if bound, else a definition from nothing."""
+        if node is not None and node.type == "identifier" and node.text not in state:
+            self.define(node, [], state)
+            return [i for i in [self.tok(node)] if i is not None]
+        return self.reads(node, state)
+
+    def alias(self, node, sources, state):
+        if self.artefact != "as_alias":
+            return super().alias(node, sources, state)
+        self.read_or_define(node, state)
+
+    def loop(self, node, state):
+        if self.artefact != "for_else" or node.type != "for_statement" \
+                or node.child_by_field_name("alternative") is None:
+            return super().loop(node, state)
+        self.define(node.child_by_field_name("left"),
+                    self.reads(node.child_by_field_name("right"), state), state)
+        return state
+
     def loop_state(self, entry, s):
         return s if self.artefact == "loop_exit" else super().loop_state(entry, s)
 
     def parameter(self, p, outer, inner):
         if self.artefact != "typed_defaults" or p.type != "typed_default_parameter":
             return super().parameter(p, outer, inner)
+        self.reads(p.child_by_field_name("type"), outer)
         self.reads(p.child_by_field_name("value"), outer)
         self.define(p.child_by_field_name("name"), [], inner)
 
@@ -157,12 +211,30 @@ class _Reference(_Flow):
                 for part in child.named_children:
                     if part.type == "as_pattern":
                         self.reads(part.named_children[0], state)
-                        self.define(_alias(part), [], state)
+                        self.alias(_alias(part), [], state)
                     elif part.type == "block":
                         state = self.block(part, state)
                     else:
                         self.reads(part, state)
         return state
+
+
+def _target_nodes(target):
+    """(attribute and keyword names, every other identifier or literal) in a target."""
+    names, others, stack = [], [], [target]
+    while stack:
+        n = stack.pop()
+        if n.type == "attribute":
+            names.append(n.child_by_field_name("attribute"))
+            stack.append(n.child_by_field_name("object"))
+        elif n.type == "keyword_argument":
+            names.append(n.child_by_field_name("name"))
+            stack.append(n.child_by_field_name("value"))
+        elif n.type == "identifier" or n.type in LITERALS:
+            others.append(n)
+        else:
+            stack.extend(reversed(n.named_children))
+    return names, others
 
 
 def _identifiers(node):

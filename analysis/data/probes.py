@@ -50,7 +50,7 @@ TASKS = {
     "dfg": (["no edge", "comesFrom", "computedFrom"], "concat"),
 }
 OPTION_FIELDS = ("probe_dfg_literals", "probe_siblings_below", "probe_string_quotes")
-PROBE_VERSION = "3"  # 3: functions within the pretraining context (probe_within_context)
+PROBE_VERSION = "4"  # 3: functions within the pretraining context (probe_within_context); 4: comprehension variables and lambda tokens are sources (GraphCodeBERT)
 
 
 @dataclass
