@@ -226,3 +226,18 @@ def forgetting(models_: list[str], tasks: list[str], probe_tasks: list[str], cfg
                     "before": merged["value_before"], "after": merged["value_after"],
                     "change": merged["value_after"] - merged["value_before"]}))
     return pd.concat(frames, ignore_index=True)
+
+
+def sample_size_sweep(model: str, task: str, cfg, points, layer: int, checkpoint: str = "pretrained",
+                      progress: bool = False) -> pd.DataFrame:
+    """DirectProbe at one ``layer`` with at most each of ``points`` training points (the profile
+    with ``probe_max_train_points`` = n; each run cached like ``run``): one row per n with
+    points (those used), clusters, labels, accuracy, mean_label_accuracy, seconds."""
+    rows = []
+    for n in points:
+        r = run(model, task, cfg.replace(probe_max_train_points=int(n)), checkpoint, layers=[layer], progress=progress)
+        r = r[r.probe == "directprobe"].set_index("metric").value
+        rows.append({"points": int(r["train_points"]), "clusters": r["n_clusters"], "labels": r["n_labels"],
+                     "accuracy": r["accuracy"], "mean_label_accuracy": r["mean_label_accuracy"],
+                     "seconds": r["seconds"]})
+    return pd.DataFrame(rows)
