@@ -531,6 +531,13 @@ def c1_probing(probing: pd.DataFrame, gate: Gate, *, model: str = "codessm", bas
     return _held_back(held, "C1", verdict, reason, numbers, intervals, rule, noise, gate_text)
 
 
+def layers_ahead(verdict: Verdict) -> str:
+    """C1's count per task in words, from its numbers: "dfg 4 of 6, distance 4 of 4, ..."."""
+    tasks = [k.split(", ", 1)[1] for k in verdict.numbers if k.startswith("layers compared, ")]
+    return ", ".join(f"{t} {verdict.numbers[f'layers ahead, {t}']:.0f} of {verdict.numbers[f'layers compared, {t}']:.0f}"
+                     for t in tasks)
+
+
 def paper_points(paper: pd.DataFrame, checkpoints=tuple(PAPER_CHECKPOINTS.values())) -> pd.DataFrame:
     """The authors' DirectProbe table (``analysis.reference.paper_probing()``) as the input of the
     published-point rules: model, checkpoint ("pretrained"; their SQA fine-tuning as

@@ -265,3 +265,18 @@ def gap_words(row, name: str) -> str:
         return "not run in this row"
     word = "won" if low > 0 else "lost" if high < 0 else "even (interval spans 0)"
     return f"{word}, gap interval [{low:+.3f}, {high:+.3f}]"
+
+
+def c1_per_task(verdict, tasks: dict) -> pd.DataFrame:
+    """C1's verdict per task as a table (from ``verdict.numbers`` / ``.intervals`` of
+    ``claims.c1_probing`` or ``c1_published``): layers ahead, layers compared, mean gap and its
+    95% interval (NaN for published point values); rows in ``tasks`` order (task -> title)."""
+    rows = []
+    for task, title in tasks.items():
+        if f"layers compared, {task}" not in verdict.numbers:
+            continue
+        low, high = verdict.intervals.get(f"mean gap {task}", (np.nan, np.nan))
+        rows.append({"task": title, "layers ahead": int(verdict.numbers[f"layers ahead, {task}"]),
+                     "layers compared": int(verdict.numbers[f"layers compared, {task}"]),
+                     "mean gap": verdict.numbers[f"mean gap {task}"], "low": low, "high": high})
+    return pd.DataFrame(rows, columns=["task", "layers ahead", "layers compared", "mean gap", "low", "high"])
