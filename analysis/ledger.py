@@ -87,18 +87,18 @@ def record(claim: str, chapter: str, numbers: dict, rule: str, verdict: str, *,
     ``intervals`` name -> [low, high] (``analysis.claims.Verdict.record_fields`` gives all).
     ``paper``: the paper's own number for the claim, as text or a dict name -> value (optional:
     the row shows "—" without it). ``headline``: the key of ``numbers`` the ledger row shows
-    (default: the first with an interval, else the first)."""
+    where the verdict measured it (else, and by default, the first with an interval, else the
+    first number)."""
     if claim not in CLAIMS:
         raise ValueError(f"unknown claim {claim!r}; claims: {', '.join(CLAIMS)}")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     if not numbers:
         raise ValueError("a verdict needs the numbers that decide it")
-    if headline is not None and headline not in numbers:
-        raise ValueError(f"headline {headline!r} is not one of the numbers {list(numbers)}")
     if paper is not None and not isinstance(paper, (str, dict)):
         raise TypeError(f"paper must be text or a dict name -> value, got {type(paper).__name__}")
-    headline = headline or next((k for k in (intervals or {}) if k in numbers), next(iter(numbers)))
+    if headline not in numbers:           # not measured (e.g. too few test items): the default
+        headline = next((k for k in (intervals or {}) if k in numbers), next(iter(numbers)))
     entry = {"claim": claim, "chapter": chapter, "statement": CLAIMS[claim].statement,
              "numbers": _finite(numbers), "rule": rule, "verdict": verdict, "figure": figure,
              "profile": profile, "note": note, "gate": gate, "noise": noise,
