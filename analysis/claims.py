@@ -47,6 +47,11 @@ Conventions of every rule:
 - "inconclusive": pretraining did not take (the gate, C1-C4) or too few test items.
 - Calibration: tests/test_claims.py runs every rule on 200 null draws of 100 items per task;
   percentile intervals of far fewer items (the minimum is ``MIN_ITEMS``) run a little narrow.
+  C1 and C2 (tests/test_claims_probing.py) read the mean accuracy across labels with items
+  resampled within each label, each label's replicates widened by sqrt(n / (n - 1)).
+- Published numbers: C1 and C2 also run on the authors' point estimates (``c1_published``,
+  ``c2_published``), the same decision with "above 0" read off the point value, labelled in
+  the verdict's noise and gate; the authors' own table must say "reproduced" (tested).
 """
 from __future__ import annotations
 
