@@ -87,8 +87,8 @@ def record(claim: str, chapter: str, numbers: dict, rule: str, verdict: str, *,
     ``intervals`` name -> [low, high] (``analysis.claims.Verdict.record_fields`` gives all).
     ``paper``: the paper's own number for the claim, as text or a dict name -> value (optional:
     the row shows "—" without it). ``headline``: the key of ``numbers`` the ledger row shows
-    where the verdict measured it (else, and by default, the first with an interval, else the
-    first number)."""
+    (default: the first with an interval, else the first number); a headline the verdict did
+    not measure (held back: too few test items) shows as "not measured"."""
     if claim not in CLAIMS:
         raise ValueError(f"unknown claim {claim!r}; claims: {', '.join(CLAIMS)}")
     if verdict not in VERDICTS:
@@ -97,7 +97,7 @@ def record(claim: str, chapter: str, numbers: dict, rule: str, verdict: str, *,
         raise ValueError("a verdict needs the numbers that decide it")
     if paper is not None and not isinstance(paper, (str, dict)):
         raise TypeError(f"paper must be text or a dict name -> value, got {type(paper).__name__}")
-    if headline not in numbers:           # not measured (e.g. too few test items): the default
+    if headline is None:
         headline = next((k for k in (intervals or {}) if k in numbers), next(iter(numbers)))
     entry = {"claim": claim, "chapter": chapter, "statement": CLAIMS[claim].statement,
              "numbers": _finite(numbers), "rule": rule, "verdict": verdict, "figure": figure,
@@ -168,7 +168,9 @@ def _cell_number(numbers: dict, intervals: dict, name: str | None) -> str:
     """One number with its interval, ``name = value [low, high]``; "—" when there is none."""
     if not numbers:
         return "—"
-    name = name if name in numbers else next(iter(numbers))
+    if name is not None and name not in numbers:
+        return f"{name}: not measured"
+    name = name or next(iter(numbers))
     return format_numbers({name: numbers[name]}, intervals={name: intervals.get(name) or []})
 
 

@@ -39,9 +39,10 @@ def test_paper_is_optional_text_or_dict_and_an_unmeasured_headline_falls_back(ru
     _record()
     [row] = [r for r in ledger.load() if r["claim"] == "C1"]
     assert row["paper"] is None and "<td>—</td>" in ledger.html_table([row])
-    _record(headline="F")                   # not measured (held back): the default headline
+    _record(headline="F")                   # held back before it was measured: said so
     [row] = [r for r in ledger.load() if r["claim"] == "C1"]
-    assert row["headline"] == "mean gap"
+    assert "<td>F: not measured</td>" in ledger.html_table([row]) and "mean gap = 0.05 [" not in \
+        ledger.html_table([row]).split("ledger-detail")[0]
     with pytest.raises(TypeError, match="paper must be text or a dict"):
         _record(paper=0.04)
     not_run = [r for r in ledger.load() if r["verdict"] == "not run"]
