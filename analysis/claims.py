@@ -13,7 +13,11 @@ within its task, the same id for every model scored on it):
 
 - ``probing`` (C1, C2, gate): model, checkpoint ("pretrained", "random" or "finetuned:<task>"),
   task (probing task), layer, item (test pair), correct (bool: DirectProbe's hull prediction
-  is the pair's label; ``DirectProbeResult.evaluate(...).correct``).
+  is the pair's label; ``DirectProbeResult.evaluate(...).correct``); optional label (the pair's
+  true label: C1 and C2 then read the mean accuracy across labels, the paper's metric; without
+  it a task's pairs count as one label, i.e. overall accuracy).
+- ``points`` (C1, C2 on published numbers, ``paper_points``): model, checkpoint, task, layer,
+  value (one point estimate per cell, no items: ``c1_published``, ``c2_published``).
 - ``search`` (C4, C5): model, task ("search", "long_search"), item (query), reciprocal_rank
   (1 / rank of the query's own function in the test pool); optional init (rows other than
   "pretrained" are ignored) and, for C5, length ("full" or "truncated" to the pretraining
@@ -43,6 +47,11 @@ Conventions of every rule:
 - "inconclusive": pretraining did not take (the gate, C1-C4) or too few test items.
 - Calibration: tests/test_claims.py runs every rule on 200 null draws of 100 items per task;
   percentile intervals of far fewer items (the minimum is ``MIN_ITEMS``) run a little narrow.
+  C1 and C2 (tests/test_claims_probing.py) read the mean accuracy across labels with items
+  resampled within each label, each label's replicates widened by sqrt(n / (n - 1)).
+- Published numbers: C1 and C2 also run on the authors' point estimates (``c1_published``,
+  ``c2_published``), the same decision with "above 0" read off the point value, labelled in
+  the verdict's noise and gate; the authors' own table must say "reproduced" (tested).
 """
 from __future__ import annotations
 
@@ -72,6 +81,19 @@ class Verdict:
     rule: str
     noise: str                    # which noise the intervals sample
     gate: str                     # the pretraining gate's outcome for this claim's models
+
+    @property
+    def headline(self) -> tuple[str, float, tuple | None]:
+        """(name, value, interval or None) of the number that sums the claim up: the first
+        interval's, else the first number's."""
+        name = next(iter(self.intervals), None) or next(iter(self.numbers))
+        return name, self.numbers.get(name, float("nan")), self.intervals.get(name)
+
+    @property
+    def summary(self) -> str:
+        """The headline in a few words, with the verdict: for a ledger row."""
+        name, value, ci = self.headline
+        return f"{name} {value:+.3f}" + (f" {_fmt(ci)}" if ci else "") + f" ({self.verdict})"
 
     @property
     def text(self) -> str:
@@ -385,88 +407,299 @@ def pretraining_gate(mlm: pd.DataFrame, probing: pd.DataFrame | None = None,
 
 # ----------------------------------------------------------------------------- the claims
 
+# The probing claims read the paper's metric, the mean accuracy across labels: per-label DirectProbe
+# test accuracy averaged over the labels of a task's test pairs. Two code paths share each rule's
+# decision: per-item results (a re-run: paired bootstrap intervals, gate) and published point
+# estimates (the authors' table: no per-item scores, so "above 0" is read off the point value and
+# no interval is claimed; ``c1_published``, ``c2_published``, input from ``paper_points``).
+
+SYNTAX = ("distance", "siblings")  # the probing tasks of code syntax (data flow is the third)
+PAPER_CHECKPOINTS = {"": "pretrained", "sqa": "finetuned:long_search", "typeinf": "finetuned:types"}
+POINTS = ("model", "checkpoint", "task", "layer", "value")
+PUBLISHED_NOISE = ("none: published point estimates, no per-item scores, so no interval; a point value "
+                   "above 0 counts as above 0")
+POINT_TOL = 1e-9  # published values have 3-4 decimals: a smaller contrast is round-off of an exact 0
+PUBLISHED_GATE = "not assessed (the authors' published checkpoints; their pretraining is not re-checked here)"
+
+
+def _label_means(df: pd.DataFrame, series: list, group: list, n_boot: int, seed: int
+                 ) -> tuple[dict, dict, dict]:
+    """Mean accuracy across labels of ``correct`` per series key (``series`` holds "task"):
+
+        acc(s) = (1 / |L_t|) sum_{l in L_t} mean_{items i of task t with label l} correct(s, i),
+
+    L_t the labels of task t's test items (``label`` column; without one a task is one label and
+    this is overall accuracy). Paired bootstrap stratified by label: the items of each (task,
+    label) are resampled by one draw shared by every series, so each label keeps its count and
+    differences keep their pairing. Returns (point, replicates r(B), test items per task)."""
+    label = df["label"].astype(str) if "label" in df.columns else pd.Series("", index=df.index)
+    df = df.assign(stratum=df["task"].astype(str) + " / label " + label)
+    task_of = dict(zip(df["stratum"], df["task"]))
+    at = series.index("task")
+    point, reps, n_items = _bootstrap(df, "correct", [*series[:at], "stratum", *series[at + 1:]], group,
+                                      "stratum", n_boot, seed)
+    parts: dict = {}
+    for k in point:
+        n = n_items[k[at]]                    # the bootstrap's variance of a mean is (n - 1) / n of
+        if n > 1:                             # the unbiased one: widened back, as small labels need
+            reps[k] = point[k] + (reps[k] - point[k]) * np.sqrt(n / (n - 1))
+        parts.setdefault((*k[:at], task_of[k[at]], *k[at + 1:]), []).append(k)
+    per_task: dict = {}
+    for s, n in n_items.items():
+        per_task[task_of[s]] = per_task.get(task_of[s], 0) + n
+    return ({k: float(np.mean([point[p] for p in ps])) for k, ps in parts.items()},
+            {k: np.mean([reps[p] for p in ps], axis=0) for k, ps in parts.items()}, per_task)
+
+
+def _linear(point: dict, reps: dict | None, terms: list) -> tuple[float, np.ndarray | None]:
+    """sum_k w_k value(key_k) over ``terms`` [(w, key)], for the point estimates and for every
+    bootstrap replicate (None without replicates: published point values)."""
+    missing = sorted({key for _, key in terms if key not in point}, key=str)
+    if missing:
+        raise ValueError(f"no results for {missing}: every compared model needs every cell (task, layer, ...)")
+    est = float(sum(w * point[key] for w, key in terms))
+    return est, None if reps is None else sum(w * reps[key] for w, key in terms)
+
+
+def _measure(name: str, value: tuple, numbers: dict, intervals: dict, alpha: float = ALPHA) -> bool:
+    """Store a measured contrast (est, replicates | None) and say whether it is above 0: its
+    interval's low end where replicates exist, its point value where they do not."""
+    est, rep = value
+    numbers[name] = est
+    if rep is None:
+        return est > POINT_TOL
+    intervals[name] = _interval(rep, alpha)
+    return intervals[name][0] > 0
+
+
+def _above_words(published: bool) -> str:
+    return "point value" if published else "95% interval"
+
+
+def _c1_rule(model: str, baseline: str, min_layer: int, every_layer, others, min_items: int, published: bool) -> str:
+    how = ("published point estimates (the authors' mean accuracy across labels where published, else overall "
+           "accuracy)" if published else "paired bootstrap over test pairs, resampled within each label")
+    tail = ("" if published else f"; pretraining gate failed or fewer than {min_items} test pairs per task: "
+            "inconclusive")
+    return (f"mean accuracy across labels (DirectProbe, the paper's metric) of {model} minus {baseline}, pretrained, "
+            f"per probing task and layer >= {min_layer}, {how}: on {', '.join(every_layer)} every layer's "
+            f"{_above_words(published)} above 0; on {', '.join(others) or 'no other task'} more than half the layers' "
+            f"and the task's mean gap over layers above 0; every task so: reproduced; else the mean gap over all "
+            f"task-layer cells above 0: partly; else not reproduced{tail}")
+
+
+def _c1_decide(point: dict, reps: dict | None, model: str, baseline: str, layers: dict, every_layer
+               ) -> tuple[str, str, dict, dict]:
+    """C1's decision on (model, task, layer) values: (verdict, reason, numbers, intervals).
+    ``layers``: task -> the layers compared."""
+    numbers, intervals, holds, words = {}, {}, {}, []
+    cells = [(t, l) for t, ls in layers.items() for l in ls]
+    gap = lambda cs: [(1 / len(cs), (model, t, l)) for t, l in cs] + [(-1 / len(cs), (baseline, t, l)) for t, l in cs]
+    overall = _measure("mean gap", _linear(point, reps, gap(cells)), numbers, intervals)
+    for t, ls in layers.items():
+        mean_ok = _measure(f"mean gap {t}", _linear(point, reps, gap([(t, l) for l in ls])), numbers, intervals)
+        ahead = sum(_measure(f"gap {t} layer {l}", _linear(point, reps, gap([(t, l)])), numbers, intervals)
+                    for l in ls)
+        numbers[f"layers ahead, {t}"], numbers[f"layers compared, {t}"] = ahead, len(ls)
+        holds[t] = ahead == len(ls) if t in every_layer else (2 * ahead > len(ls) and mean_ok)
+        words.append(f"{t} {ahead} of {len(ls)} layers ({'holds' if holds[t] else 'fails'})")
+    verdict = REPRODUCED if all(holds.values()) else PARTLY if overall else NOT
+    mean = f"{numbers['mean gap']:+.3f}" + (f" {_fmt(intervals['mean gap'])}" if "mean gap" in intervals else "")
+    reason = f"{model} ahead of {baseline} on " + ", ".join(words) + f"; mean gap {mean}."
+    return verdict, reason, numbers, intervals
+
+
 def c1_probing(probing: pd.DataFrame, gate: Gate, *, model: str = "codessm", baseline: str = "rocoder",
-               min_layer: int = 1, min_items: int = MIN_ITEMS, n_boot: int = N_BOOT, seed: int = 0) -> Verdict:
-    """C1: after pretraining, ``model`` probes better than ``baseline`` at every layer on every
-    probing task. Per cell (task, layer >= ``min_layer``; layer 0 is the token embeddings) the
-    accuracy gap model - baseline on the same test pairs (pretrained checkpoints).
-    Reproduced: every cell's 95% interval above 0 (all of them at once: no correction).
-    Partly: not every cell, but the mean gap over cells above 0. Otherwise not reproduced."""
-    rule = (f"DirectProbe test accuracy of {model} minus {baseline} (pretrained), per probing task and layer "
-            f">= {min_layer}, paired bootstrap over test pairs: every cell's 95% interval above 0: reproduced; "
-            "else the mean over cells above 0: partly; else not reproduced; pretraining gate failed or fewer "
-            f"than {min_items} test pairs per task: inconclusive")
+               min_layer: int = 1, every_layer=SYNTAX, min_items: int = MIN_ITEMS, n_boot: int = N_BOOT,
+               seed: int = 0) -> Verdict:
+    """C1: after pretraining ``model`` holds code syntax and data flow better than ``baseline``,
+    as the authors' data show it: ahead at every probed layer on the syntax tasks
+    (``every_layer``), and on data flow at most layers (4 of 6 in their table). Per cell (task,
+    layer >= ``min_layer``; layer 0 is the token embeddings) the gap model - baseline of the mean
+    accuracy across labels on the same test pairs (``_label_means``), pretrained checkpoints.
+    Per task: on an ``every_layer`` task every layer's 95% interval above 0; on any other task
+    more than half of the layers' intervals and the interval of its mean gap over layers above 0.
+    Reproduced: every task passes its test (an intersection of tests: no correction). Partly:
+    not so, but the mean gap over all cells above 0 (one interval). Otherwise not reproduced."""
     df = _require(probing, "probing", PROBING)
     df = df[(df.checkpoint == "pretrained") & df.model.isin([model, baseline]) & (df.layer >= min_layer)]
     _present(df, "model", [model, baseline], f"probing (pretrained checkpoints, layers >= {min_layer})")
-    point, reps, n_items = _bootstrap(df, "correct", ["model", "task", "layer"], ["model"], "task", n_boot, seed)
-    noise = _noise(df, n_items, n_boot, ["pretrain_seed"])
+    others = sorted(set(df.task) - set(every_layer))
+    rule = _c1_rule(model, baseline, min_layer, every_layer, others, min_items, published=False)
+    point, reps, n_items = _label_means(df, ["model", "task", "layer"], ["model"], n_boot, seed)
+    noise = _noise(df, n_items, n_boot, ["pretrain_seed"], per="task, resampled within each label")
     held, gate_text, measurable = _precheck("C1", gate, [model, baseline], n_items, min_items, rule, noise)
     if held and not measurable:
         return held
-    cells = sorted({k[1:] for k in point})
-    numbers, intervals, ahead = {}, {}, 0
-    for t, l in cells:
-        est, rep = _contrast(point, reps, [((model, t, l), (baseline, t, l))])
-        numbers[f"gap {t} layer {l}"], intervals[f"gap {t} layer {l}"] = est, _interval(rep)
-        ahead += intervals[f"gap {t} layer {l}"][0] > 0
-    est, rep = _contrast(point, reps, [((model, *c), (baseline, *c)) for c in cells])
-    numbers["mean gap"], intervals["mean gap"] = est, _interval(rep)
-    verdict = REPRODUCED if ahead == len(cells) else PARTLY if intervals["mean gap"][0] > 0 else NOT
-    reason = (f"{model} is ahead of {baseline} (interval above 0) in {ahead} of {len(cells)} task-layer cells; "
-              f"mean accuracy gap {est:+.3f}, interval {_fmt(intervals['mean gap'])}.")
+    layers = {t: sorted({k[2] for k in point if k[1] == t}) for t in sorted({k[1] for k in point})}
+    verdict, reason, numbers, intervals = _c1_decide(point, reps, model, baseline, layers, every_layer)
     return _held_back(held, "C1", verdict, reason, numbers, intervals, rule, noise, gate_text)
 
 
-def _forgetting(point: dict, reps: dict, model: str, task: str, cells: list) -> tuple[float, np.ndarray]:
-    """Mean over probing cells of accuracy pretrained - after fine-tuning on ``task``."""
-    return _contrast(point, reps, [((model, "pretrained", *c), (model, f"finetuned:{task}", *c)) for c in cells])
+def layers_ahead(verdict: Verdict) -> str:
+    """C1's count per task in words, from its numbers: "dfg 4 of 6, distance 4 of 4, ..."."""
+    tasks = [k.split(", ", 1)[1] for k in verdict.numbers if k.startswith("layers compared, ")]
+    return ", ".join(f"{t} {verdict.numbers[f'layers ahead, {t}']:.0f} of {verdict.numbers[f'layers compared, {t}']:.0f}"
+                     for t in tasks)
+
+
+def paper_points(paper: pd.DataFrame, checkpoints=tuple(PAPER_CHECKPOINTS.values())) -> pd.DataFrame:
+    """The authors' DirectProbe table (``analysis.reference.paper_probing()``) as the input of the
+    published-point rules: model, checkpoint ("pretrained"; their SQA fine-tuning as
+    "finetuned:long_search", type inference as "finetuned:types"), task, layer, value, metric.
+    Only ``checkpoints`` are kept; per task, value is the mean accuracy across labels where it is
+    published for every kept row of the task (data flow, pretrained), else overall accuracy (the
+    ``metric`` column says which). Probes that did not finish (no value) are left out."""
+    _require(paper, "paper", ("task", "checkpoint", "layer", "accuracy", "mean_label_accuracy"))
+    model, _, tag = paper.checkpoint.str.partition("_").values.T
+    unknown = sorted(set(tag) - set(PAPER_CHECKPOINTS))
+    if unknown:
+        raise ValueError(f"unknown checkpoint suffixes {unknown}; expected {sorted(PAPER_CHECKPOINTS)}")
+    df = paper.assign(model=model, checkpoint=[PAPER_CHECKPOINTS[t] for t in tag])
+    df = df[df.checkpoint.isin(list(checkpoints)) & df.accuracy.notna()]
+    labels = df.groupby("task").mean_label_accuracy.transform(lambda v: v.notna().all())
+    df = df.assign(value=np.where(labels, df.mean_label_accuracy, df.accuracy),
+                   metric=np.where(labels, "mean_label_accuracy", "accuracy"))
+    return df[["model", "checkpoint", "task", "layer", "value", "metric"]].reset_index(drop=True)
+
+
+def _points(points: pd.DataFrame, models) -> dict:
+    """{(model, checkpoint, task, layer): value} of published point values (a duplicate is an error)."""
+    df = _require(points, "points", POINTS)
+    df = df[df.model.isin(list(models)) & df.value.notna()]
+    _present(df, "model", list(models), "points")
+    if df.duplicated(["model", "checkpoint", "task", "layer"]).any():
+        raise ValueError("points gives a (model, checkpoint, task, layer) twice; one value per cell is expected")
+    return {(m, c, t, int(l)): float(v) for m, c, t, l, v in df[list(POINTS)].itertuples(index=False)}
+
+
+def _common_layers(values: dict, series: list, min_layer: int) -> dict:
+    """task -> the layers >= min_layer at which every (model, checkpoint) of ``series`` has a value."""
+    tasks = sorted({k[2] for k in values})
+    return {t: sorted(set.intersection(*[{k[3] for k in values if k[:3] == (*s, t)} for s in series])
+                      - set(range(min_layer))) for t in tasks}
+
+
+def _skipped(values: dict, layers: dict) -> str:
+    """The published cells left out of a comparison (a partner's value missing), in words."""
+    out = {t: sorted({k[3] for k in values if k[2] == t} - set(ls)) for t, ls in layers.items()}
+    out = {t: ls for t, ls in out.items() if ls}
+    return ("" if not out else " Left out (no value for every compared checkpoint): "
+            + "; ".join(f"{t} layers {', '.join(map(str, ls))}" for t, ls in out.items()) + ".")
+
+
+def c1_published(points: pd.DataFrame, *, model: str = "codessm", baseline: str = "rocoder", min_layer: int = 1,
+                 every_layer=SYNTAX) -> Verdict:
+    """C1's rule (``c1_probing``) on published point estimates (``paper_points``), labelled as
+    such: a gap counts as above 0 when its point value is; there are no intervals, no gate and
+    no minimum of test items. Layers where one model has no value (a probe that did not finish)
+    are left out of both, and the reason says which."""
+    values = {k: v for k, v in _points(points, [model, baseline]).items() if k[1] == "pretrained"}
+    layers = _common_layers(values, [(model, "pretrained"), (baseline, "pretrained")], min_layer)
+    layers = {t: ls for t, ls in layers.items() if ls}
+    others = sorted(set(layers) - set(every_layer))
+    rule = _c1_rule(model, baseline, min_layer, every_layer, others, 0, published=True)
+    point = {(m, t, l): v for (m, _, t, l), v in values.items()}
+    verdict, reason, numbers, intervals = _c1_decide(point, None, model, baseline, layers, every_layer)
+    return Verdict("C1", verdict, reason + _skipped(values, layers), numbers, intervals, rule, PUBLISHED_NOISE,
+                   PUBLISHED_GATE)
+
+
+def _c2_rule(model: str, control: str, task: str, versus, syntax, min_layer: int, min_items: int,
+             published: bool) -> str:
+    how = "published point estimates" if published else \
+        "paired bootstrap over test pairs, resampled within each label"
+    tail = "" if published else (f"; pretraining gate failed or fewer than {min_items} test pairs per probing task: "
+                                 "inconclusive")
+    vs = ", ".join(versus)
+    return (f"forgetting F(m, t, p) = mean accuracy across labels (DirectProbe) before - after fine-tuning m on t, "
+            f"mean over layers >= {min_layer} of probing task p, {how}. (a) task contrast: on every probing task p "
+            f"F({model}, {task}, p) > 0 and F({model}, {task}, p) - F({model}, {vs}, p) > 0; (b) model contrast: on "
+            f"{', '.join(syntax)} F({model}, {task}, p) - F({control}, {task}, p) > 0 ({_above_words(published)}s "
+            f"above 0): both: reproduced; else F({model}, {task}) over all probing tasks > 0: partly; else not "
+            f"reproduced{tail}")
+
+
+def _c2_decide(point: dict, reps: dict | None, model: str, control: str, task: str, versus, syntax,
+               layers: dict) -> tuple[str, str, dict, dict]:
+    """C2's decision on (model, checkpoint, probing task, layer) values: (verdict, reason,
+    numbers, intervals). ``layers``: probing task -> the layers compared."""
+    def F(m, t, probes):
+        cells = [(p, l) for p in probes for l in layers[p]]
+        return [(1 / len(cells), (m, "pretrained", p, l)) for p, l in cells] + \
+               [(-1 / len(cells), (m, f"finetuned:{t}", p, l)) for p, l in cells]
+
+    probes = list(layers)
+    numbers, intervals = {}, {}
+    overall = _measure(f"F({model}, {task})", _linear(point, reps, F(model, task, probes)), numbers, intervals)
+    a, b = [], []
+    for p in probes:
+        a.append(_measure(f"F({model}, {task}, {p})", _linear(point, reps, F(model, task, [p])), numbers, intervals))
+        a += [_measure(f"F({model}, {task}, {p}) - F({model}, {t}, {p})",
+                       _linear(point, reps, F(model, task, [p]) + [(-w, k) for w, k in F(model, t, [p])]),
+                       numbers, intervals) for t in versus]
+    for p in [p for p in probes if p in syntax]:
+        b.append(_measure(f"F({model}, {task}, {p}) - F({control}, {task}, {p})",
+                          _linear(point, reps, F(model, task, [p]) + [(-w, k) for w, k in F(control, task, [p])]),
+                          numbers, intervals))
+    for m in (model, control):                    # reported beside the contrasts, not tested
+        for t in (task, *versus):
+            for p in probes:
+                numbers.setdefault(f"F({m}, {t}, {p})", _linear(point, None, F(m, t, [p]))[0])
+    verdict = REPRODUCED if all(a) and b and all(b) else PARTLY if overall else NOT
+    value = lambda k: f"{numbers[k]:+.3f}" + (f" {_fmt(intervals[k])}" if k in intervals else "")
+    reason = (f"(a) task contrast {'holds' if all(a) else 'fails'} ({sum(a)} of {len(a)} parts), (b) model contrast "
+              f"{'holds' if b and all(b) else 'fails'} ({sum(b)} of {len(b)}); F({model}, {task}) "
+              f"{value(f'F({model}, {task})')}, "
+              + ", ".join(f"F({m}, {t}, {p}) {numbers[f'F({m}, {t}, {p})']:+.3f}"
+                          for m in (model, control) for t in (task, *versus) for p in probes) + ".")
+    return verdict, reason, numbers, intervals
 
 
 def c2_forgetting(probing: pd.DataFrame, gate: Gate, *, model: str = "codessm", control: str = "rocoder",
-                  task: str = "types", min_layer: int = 1, min_items: int = MIN_ITEMS, n_boot: int = N_BOOT,
-                  seed: int = 0) -> Verdict:
-    """C2: fine-tuning makes ``model`` forget, most of all on ``task`` (type inference).
-    Forgetting F(m, t) = mean over probing tasks and layers >= ``min_layer`` of DirectProbe
-    accuracy before - after fine-tuning m on t, on the same test pairs. Reproduced when all
-    three intervals are above 0: (a) F(model, task); (b) F(model, task) - F(model, t') for every
-    other fine-tuning task t'; (c) F(model, task) - F(control, task), the difference in
-    differences against the control the claim implies (RoCoder forgets too; the claim is about
-    CodeSSM). Partly: F(model, t) above 0 for some t (Bonferroni over the tasks), without the
-    rest. Otherwise not reproduced."""
-    rule = (f"forgetting F = DirectProbe accuracy before - after fine-tuning, mean over probing tasks and layers "
-            f">= {min_layer}, paired bootstrap over test pairs: F({model}, {task}) > 0, F({model}, {task}) > "
-            f"F({model}, other task) for each, and F({model}, {task}) > F({control}, {task}) (95% intervals above "
-            f"0): reproduced; else F({model}, some task) > 0 (Bonferroni over tasks): partly; else not reproduced; "
-            f"pretraining gate failed or fewer than {min_items} test pairs per probing task: inconclusive")
+                  task: str = "types", versus=("long_search",), syntax=SYNTAX, min_layer: int = 1,
+                  min_items: int = MIN_ITEMS, n_boot: int = N_BOOT, seed: int = 0) -> Verdict:
+    """C2 as the authors' data state it, two contrasts of forgetting F(m, t, p) = mean accuracy
+    across labels before - after fine-tuning m on t, mean over layers >= ``min_layer`` of probing
+    task p, on the same test pairs:
+    (a) task contrast: ``model`` forgets on every probing task after ``task`` (type inference),
+        and more than after each task of ``versus`` (long-context retrieval, the paper's SQA);
+    (b) model contrast: after ``task``, ``model`` loses more of the ``syntax`` tasks than
+        ``control`` (in the authors' data RoCoder loses none: it gains on distance).
+    Reproduced: every interval of (a) and (b) above 0 (an intersection: no correction). Partly:
+    not so, but F(model, task) over all probing tasks above 0 (one interval). Otherwise not
+    reproduced; inconclusive if the gate fails or a probing task has too few test pairs."""
     df = _require(probing, "probing", PROBING)
-    kept = [c for c in df.checkpoint.unique().tolist() if c == "pretrained" or str(c).startswith("finetuned:")]
-    df = df[df.model.isin([model, control]) & (df.layer >= min_layer) & df.checkpoint.isin(kept)]
-    _present(df, "checkpoint", ["pretrained", f"finetuned:{task}"], "probing")
+    wanted = ["pretrained", *(f"finetuned:{t}" for t in (task, *versus))]
+    df = df[df.model.isin([model, control]) & (df.layer >= min_layer) & df.checkpoint.isin(wanted)]
+    _present(df, "checkpoint", wanted, "probing")
     _present(df, "model", [model, control], "probing")
-    tasks = sorted(c.split(":", 1)[1] for c in kept if c != "pretrained")
-    point, reps, n_items = _bootstrap(df, "correct", ["model", "checkpoint", "task", "layer"],
-                                      ["model", "checkpoint"], "task", n_boot, seed)
-    noise = _noise(df, n_items, n_boot, ["pretrain_seed", "seed"])
+    rule = _c2_rule(model, control, task, versus, syntax, min_layer, min_items, published=False)
+    point, reps, n_items = _label_means(df, ["model", "checkpoint", "task", "layer"], ["model", "checkpoint"],
+                                        n_boot, seed)
+    noise = _noise(df, n_items, n_boot, ["pretrain_seed", "seed"], per="probing task, resampled within each label")
     held, gate_text, measurable = _precheck("C2", gate, [model, control], n_items, min_items, rule, noise)
     if held and not measurable:
         return held
-    cells = sorted({k[2:] for k in point})
-    forget = {(m, t): _forgetting(point, reps, m, t, cells) for m in (model, control) for t in tasks}
-    numbers = {f"F({m}, {t})": est for (m, t), (est, _) in forget.items()}
-    est, rep = forget[(model, task)]
-    parts = {f"F({model}, {task})": (est, rep),
-             **{f"F({model}, {task}) - F({model}, {t})": (est - forget[(model, t)][0], rep - forget[(model, t)][1])
-                for t in tasks if t != task},
-             f"F({model}, {task}) - F({control}, {task})": (est - forget[(control, task)][0],
-                                                           rep - forget[(control, task)][1])}
-    numbers.update({k: e for k, (e, _) in parts.items()})
-    intervals = {k: _interval(r) for k, (_, r) in parts.items()}
-    corrected = [_interval(forget[(model, t)][1], ALPHA / len(tasks)) for t in tasks]
-    full = all(lo > 0 for lo, _ in intervals.values())
-    verdict = REPRODUCED if full else PARTLY if any(lo > 0 for lo, _ in corrected) else NOT
-    reason = ", ".join(f"{k} {numbers[k]:+.3f} {_fmt(ci)}" for k, ci in intervals.items()) + "."
+    layers = {p: sorted({k[3] for k in point if k[2] == p}) for p in sorted({k[2] for k in point})}
+    verdict, reason, numbers, intervals = _c2_decide(point, reps, model, control, task, versus, syntax, layers)
     return _held_back(held, "C2", verdict, reason, numbers, intervals, rule, noise, gate_text)
+
+
+def c2_published(points: pd.DataFrame, *, model: str = "codessm", control: str = "rocoder", task: str = "types",
+                 versus=("long_search",), syntax=SYNTAX, min_layer: int = 1) -> Verdict:
+    """C2's rule (``c2_forgetting``) on published point estimates (``paper_points`` of every
+    checkpoint: overall accuracy, as the mean across labels is published for pretrained
+    checkpoints only), labelled as such: point values, no intervals, no gate. Per probing task
+    only the layers where every compared checkpoint has a value enter (the authors' RoCoder
+    distance probes did not finish at layers 10 and 11)."""
+    values = _points(points, [model, control])
+    series = [(m, c) for m in (model, control) for c in ("pretrained", *(f"finetuned:{t}" for t in (task, *versus)))]
+    layers = {p: ls for p, ls in _common_layers(values, series, min_layer).items() if ls}
+    rule = _c2_rule(model, control, task, versus, syntax, min_layer, 0, published=True)
+    verdict, reason, numbers, intervals = _c2_decide(values, None, model, control, task, versus, syntax, layers)
+    return Verdict("C2", verdict, reason + _skipped(values, layers), numbers, intervals, rule, PUBLISHED_NOISE,
+                   PUBLISHED_GATE)
 
 
 NYQUIST = 0.5                     # cycles per token

@@ -1,8 +1,11 @@
 """The claims ledger: each chapter records its verdict on the paper's claims it re-tests.
 
-A record is ``{claim, chapter, statement, numbers, rule, verdict, figure, profile}``,
-written as JSON to ``<run dir>/ledger/<claim>__<chapter>.json`` by the chapter that computed
-it. The intro chapter reads every record (``load()``) and renders the ledger table. No
+A record is ``{claim, chapter, statement, numbers, rule, verdict, figure, profile, paper,
+headline, ...}``, written as JSON to ``<run dir>/ledger/<claim>__<chapter>.json`` by the chapter
+that computed it. ``paper`` is the paper's own number for the claim (text, or a dict name ->
+value), ``headline`` the name of the re-run number that sums the claim up. The intro chapter
+reads every record (``load()``) and renders the ledger at a glance (``html_table``: one short
+row per claim, the rule, noise and every number folded under it). No
 verdict is written by hand: a chapter computes ``verdict`` from its numbers with the
 ``rule`` it states, e.g. ``verdict = decide(all(gaps > 0), any(gaps > 0))``.
 """
@@ -25,23 +28,31 @@ class Claim:
     id: str
     statement: str
     chapters: tuple
+    short: str = ""               # a few words for the ledger row
 
 
 CLAIMS = {c.id: c for c in (
-    Claim("C1", "After pretraining, CodeSSM captures code syntax and semantics better than a "
-                "Transformer trained under the same conditions (RoCoder), at every layer, on "
-                "three probing tasks.", ("03_probing",)),
-    Claim("C2", "During fine-tuning, CodeSSM forgets some syntactic and semantic relations, most "
-                "of all on the task that emphasises short-range dependencies (type inference).",
-          ("04_finetuning",)),
+    Claim("C1", "After pretraining, CodeSSM's representations hold code syntax and data flow better "
+                "than those of a Transformer trained under the same conditions (RoCoder): ahead at "
+                "every probed layer on AST distance and siblings, on data flow at most layers.",
+          ("03_probing",), "probing: CodeSSM ahead of RoCoder"),
+    Claim("C2", "After fine-tuning on type inference CodeSSM loses syntax and data flow on every "
+                "probing task, far more than after long-context retrieval (SQA); RoCoder fine-tuned "
+                "on type inference does not lose syntax: the forgetting is the SSM's.",
+          ("04_finetuning",), "forgetting after type inference"),
     Claim("C3", "SSM-Interpret shows a spectral shift of the SSM kernels toward high frequencies "
                 "(short-range dependencies) during fine-tuning, strongest in the early layers.",
-          ("05_ssm_interpret",)),
+          ("05_ssm_interpret",), "kernels shift to high frequencies"),
+    Claim("C3b", "The pretrained CodeSSM mixes low-, band- and high-pass kernels across layers, and "
+                 "some layers pair directions of opposite kinds (not in the abstract).",
+          ("05_ssm_interpret",), "filter taxonomy of the kernels"),
     Claim("C4", "Architectural changes guided by the analysis (CodeSSM-HF, CodeSSM-8kernel) "
                 "improve the SSM code model: up to +6 MRR on NL code search, and gains on "
-                "long-context retrieval and type inference.", ("06_modifications",)),
+                "long-context retrieval and type inference.", ("06_modifications",),
+          "CodeSSM-HF / -8kernel improve"),
     Claim("C5", "SSMs work without positional embeddings and extrapolate to sequences longer than "
-                "the pretraining context (from the CodeSSM paper).", ("04_finetuning",)),
+                "the pretraining context (from the CodeSSM paper).", ("04_finetuning",),
+          "SSMs read past the context"),
 )}
 
 
@@ -69,20 +80,30 @@ def _finite(obj):
 
 def record(claim: str, chapter: str, numbers: dict, rule: str, verdict: str, *,
            figure: str | None = None, profile: str | None = None, note: str = "",
-           gate: str = "", noise: str = "", intervals: dict | None = None) -> dict:
+           gate: str = "", noise: str = "", intervals: dict | None = None,
+           paper: str | dict | None = None, headline: str | None = None) -> dict:
     """Write one chapter's verdict on ``claim``; returns the record. ``gate`` says whether the
     pretraining gate passed for the claim's models, ``noise`` which noise the intervals sample,
-    ``intervals`` name -> [low, high] (``analysis.claims.Verdict.record_fields`` gives all)."""
+    ``intervals`` name -> [low, high] (``analysis.claims.Verdict.record_fields`` gives all).
+    ``paper``: the paper's own number for the claim, as text or a dict name -> value (optional:
+    the row shows "—" without it). ``headline``: the key of ``numbers`` the ledger row shows
+    (default: the first with an interval, else the first number); a headline the verdict did
+    not measure (held back: too few test items) shows as "not measured"."""
     if claim not in CLAIMS:
         raise ValueError(f"unknown claim {claim!r}; claims: {', '.join(CLAIMS)}")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     if not numbers:
         raise ValueError("a verdict needs the numbers that decide it")
+    if paper is not None and not isinstance(paper, (str, dict)):
+        raise TypeError(f"paper must be text or a dict name -> value, got {type(paper).__name__}")
+    if headline is None:
+        headline = next((k for k in (intervals or {}) if k in numbers), next(iter(numbers)))
     entry = {"claim": claim, "chapter": chapter, "statement": CLAIMS[claim].statement,
              "numbers": _finite(numbers), "rule": rule, "verdict": verdict, "figure": figure,
              "profile": profile, "note": note, "gate": gate, "noise": noise,
-             "intervals": _finite({k: list(v) for k, v in (intervals or {}).items()})}
+             "intervals": _finite({k: list(v) for k, v in (intervals or {}).items()}),
+             "paper": _finite(paper), "headline": headline}
     write_json_atomic(run_dir() / "ledger" / f"{claim}__{chapter}.json", entry)
     return entry
 
@@ -104,7 +125,7 @@ def load(folder: Path | None = None) -> list[dict]:
                                       "statement": claim.statement, "numbers": {}, "rule": "",
                                       "verdict": "not run", "figure": None, "profile": None,
                                       "note": "no chapter has recorded a verdict yet", "gate": "",
-                                      "noise": "", "intervals": {}}]
+                                      "noise": "", "intervals": {}, "paper": None, "headline": None}]
         rows += entries
     return rows
 
@@ -143,26 +164,55 @@ _VERDICT_COLORS = {"reproduced": "#1b9e77", "partly reproduced": "#e6ab02",
                    "not reproduced": "#d95f02", "inconclusive": "#7570b3", "not run": "#999999"}
 
 
-def html_table(rows: list[dict], chapters: list[str] | None = None) -> str:
-    """The ledger as an HTML table; chapter links point at the chapter's page (and figure).
-    With ``chapters`` (the chapters in the book), a chapter not in the book is not linked."""
+def _cell_number(numbers: dict, intervals: dict, name: str | None) -> str:
+    """One number with its interval, ``name = value [low, high]``; "—" when there is none."""
+    if not numbers:
+        return "—"
+    if name is not None and name not in numbers:
+        return f"{name}: not measured"
+    name = name or next(iter(numbers))
+    return format_numbers({name: numbers[name]}, intervals={name: intervals.get(name) or []})
 
-    out = ['<table class="ledger"><thead><tr><th>Claim</th><th>Statement</th><th>Chapter</th>'
-           '<th>Verdict</th><th>Pretraining gate</th><th>Numbers (95% intervals)</th><th>Noise sampled</th>'
-           '<th>Decision rule</th></tr></thead><tbody>']
+
+def _paper_cell(paper) -> str:
+    if paper is None or paper == "" or paper == {}:
+        return "—"
+    return paper if isinstance(paper, str) else format_numbers(paper)
+
+
+def _gate_word(gate: str) -> str:
+    """The gate's outcome in a word or two ("passed", "failed", ...); its sentence is in the fold."""
+    return (gate or "not applied").split(" (")[0]
+
+
+def html_table(rows: list[dict], chapters: list[str] | None = None) -> str:
+    """The ledger at a glance: one short row per verdict (claim, the paper's number, this
+    build's headline number with its 95% interval, verdict, pretraining gate), and under it a
+    folded ``<details>`` with the claim's statement, the decision rule, the noise sampled, the
+    gate's sentence and every number. Chapter links point at the chapter's page (and figure);
+    with ``chapters`` (the chapters in the book), a chapter not in the book is not linked."""
+    out = ['<table class="ledger"><thead><tr><th>Claim</th><th>The paper</th>'
+           '<th>This build (95% interval)</th><th>Verdict</th><th>Pretraining gate</th></tr></thead><tbody>']
     for r in rows:
         anchor = f"#{r['figure']}" if r.get("figure") else ""
-        link = f'<a href="{escape(r["chapter"])}.html{escape(anchor)}">{escape(r["chapter"][:2])}</a>'
+        claim = CLAIMS.get(r["claim"])
+        short = escape(claim.short if claim and claim.short else r["claim"])
+        link = f'<a href="{escape(r["chapter"])}.html{escape(anchor)}">{short}</a>'
         if chapters is not None and r["chapter"] not in chapters:
-            link = f"{escape(r['chapter'][:2])} (not in this book yet)"
+            link = f"{short} (chapter {escape(r['chapter'][:2])}, not in this book yet)"
         color = _VERDICT_COLORS.get(r["verdict"], "#333333")
-        profile = f" (profile {escape(r['profile'])})" if r.get("profile") else ""
-        note = f"<br><small>{escape(r['note'])}</small>" if r.get("note") else ""
+        profile = f"<br><small>profile {escape(r['profile'])}</small>" if r.get("profile") else ""
+        intervals = r.get("intervals") or {}
+        build = _cell_number(r["numbers"], intervals, r.get("headline"))
+        detail = "".join(f"<p><b>{k}:</b> {escape(v)}</p>" for k, v in (
+            ("Claim", r.get("statement") or ""), ("Why", r.get("note") or ""), ("Decision rule", r["rule"]),
+            ("Noise sampled", r.get("noise") or ""), ("Pretraining gate", r.get("gate") or "not applied"),
+            ("Numbers (95% intervals)", format_numbers(r["numbers"], intervals=intervals))) if v)
         out.append(
-            f"<tr><td>{escape(r['claim'])}</td><td>{escape(r['statement'])}</td><td>{link}</td>"
-            f'<td><b style="color:{color}">{escape(r["verdict"])}</b>{profile}</td>'
-            f"<td>{escape(r.get('gate') or 'not applied')}</td>"
-            f"<td>{escape(format_numbers(r['numbers'], intervals=r.get('intervals') or {}))}</td>"
-            f"<td>{escape(r.get('noise') or '')}</td><td>{escape(r['rule'])}{note}</td></tr>")
+            f"<tr><td><b>{escape(r['claim'])}</b> {link}</td><td>{escape(_paper_cell(r.get('paper')))}</td>"
+            f"<td>{escape(build)}</td><td><b style=\"color:{color}\">{escape(r['verdict'])}</b>{profile}</td>"
+            f"<td>{escape(_gate_word(r.get('gate') or ''))}</td></tr>"
+            f'<tr class="ledger-detail"><td colspan="5"><details><summary>rule, noise and numbers of '
+            f"{escape(r['claim'])}</summary>{detail}</details></td></tr>")
     out.append("</tbody></table>")
     return "\n".join(out)

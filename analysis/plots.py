@@ -7,6 +7,8 @@ provenance line under each figure is ``analysis.provenance``'s.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import seaborn as sns
 from matplotlib.patches import FancyArrowPatch
 
@@ -107,3 +109,174 @@ def draw_ast(parsed, ax=None, edges=True, max_label: int = 12):
     ax.set_ylim(-max_depth - 4.2 - 0.2 * len(parsed.tokens) / 2, 0.8)
     ax.set_axis_off()
     return ax
+
+
+# ----------------------------------------------------------------- probing (chapters 03 and 04)
+
+PAPER_STYLE = {"paper": dict(ls="--", marker="s", ms=4, alpha=0.75), "this build": dict(ls="-", marker="o", ms=4)}
+FINETUNE_STYLE = {"types": "-", "long_search": "--", "search": ":"}
+
+
+def probe_layers(wide: pd.DataFrame, metric: str, names, tasks: dict, ylabel: str, chance=None) -> None:
+    """One panel per probing task (``tasks``: task -> title): ``wide[metric]`` per layer for each
+    model of ``names``, pretrained solid, random-init dashed; ``chance(task)``, if given, dotted.
+    wide: one row per model, checkpoint, task and layer."""
+    fig, axes = plt.subplots(1, len(tasks), figsize=WIDE)
+    for ax, (task, title) in zip(np.atleast_1d(axes), tasks.items()):
+        for name in names:
+            for ckpt, ls in (("pretrained", "-"), ("random", "--")):
+                part = wide[(wide.model == name) & (wide.checkpoint == ckpt) & (wide.task == task)]
+                ax.plot(part.layer, part[metric], ls, marker="o", ms=3, color=color(name), label=f"{label(name)} ({ckpt})")
+        if chance is not None:
+            ax.axhline(chance(task), ls=":", color="k", lw=1)
+        ax.set(title=title, xlabel="layer", xticks=sorted(wide.layer.unique()))
+    np.atleast_1d(axes)[0].set_ylabel(ylabel)
+    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="best")
+    finish(fig)
+
+
+def sample_size_sweep(sweep: pd.DataFrame, model: str) -> None:
+    """DirectProbe against its number of training points (``sweep``: points, clusters, labels,
+    accuracy, seconds): clusters with the number of labels dashed; accuracy, and seconds dotted."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=FIGSIZE)
+    a1.plot(sweep.points, sweep.clusters, "o-", color=color(model))
+    a1.axhline(sweep.labels.iloc[0], color="0.5", ls="--", lw=0.8)
+    a1.set(xlabel="DirectProbe training points", ylabel="clusters")
+    a2.plot(sweep.points, sweep.accuracy, "o-", color=color(model))
+    a2.set(xlabel="DirectProbe training points", ylabel="test accuracy")
+    a3 = a2.twinx()
+    a3.plot(sweep.points, sweep.seconds, "s:", color="0.4")
+    a3.set_ylabel("seconds", color="0.4")
+    finish(fig)
+
+
+def probing_curves(paper: pd.DataFrame, rerun: pd.DataFrame, n_layers: int, paper_layers: int = 12,
+                   models=("codessm", "rocoder")) -> pd.DataFrame:
+    """The paper's per-layer probing values beside the re-run's, at relative depth
+    depth = layer / (number of layers): rows source ("paper" | "this build"), model, task, layer,
+    depth, value, metric. paper: ``claims.paper_points`` rows (pretrained kept); rerun: rows
+    model, checkpoint, task, layer, value, metric (pretrained kept, layers >= 1)."""
+    for name, df in (("paper", paper), ("rerun", rerun)):
+        missing = {"model", "checkpoint", "task", "layer", "value", "metric"} - set(df.columns)
+        if missing:
+            raise ValueError(f"{name} lacks columns {sorted(missing)}")
+    keep = lambda df: df[(df.checkpoint == "pretrained") & df.model.isin(list(models)) & (df.layer >= 1)]
+    out = [keep(paper).assign(source="paper", depth=lambda d: d.layer / paper_layers),
+           keep(rerun).assign(source="this build", depth=lambda d: d.layer / n_layers)]
+    return pd.concat(out, ignore_index=True)[["source", "model", "task", "layer", "depth", "value", "metric"]]
+
+
+def forgetting_curves(paper: pd.DataFrame, rerun: pd.DataFrame, n_layers: int, paper_layers: int = 12,
+                      tasks=("types", "long_search"), models=("codessm", "rocoder")) -> pd.DataFrame:
+    """Change of probing accuracy after - before fine-tuning, per model, fine-tuning task,
+    probing task and layer, the paper's beside the re-run's at relative depth: rows source,
+    model, task (fine-tuning), probe_task, layer, depth, change. paper: ``claims.paper_points`` of
+    every checkpoint ("finetuned:<task>" rows minus the same cell's "pretrained"; cells without
+    both are left out); rerun: ``probing.forgetting`` rows of one probe and metric (model, task,
+    probe_task, layer, change)."""
+    before = paper[paper.checkpoint == "pretrained"].set_index(["model", "task", "layer"]).value
+    after = paper[paper.checkpoint.isin([f"finetuned:{t}" for t in tasks])]
+    change = after.value.to_numpy() - before.reindex(pd.MultiIndex.from_frame(after[["model", "task", "layer"]])).to_numpy()
+    ours = pd.DataFrame({"source": "paper", "model": after.model.to_numpy(),
+                         "task": after.checkpoint.str.split(":").str[1].to_numpy(), "probe_task": after.task.to_numpy(),
+                         "layer": after.layer.to_numpy(), "depth": after.layer.to_numpy() / paper_layers, "change": change})
+    rerun = rerun[rerun.task.isin(list(tasks)) & (rerun.layer >= 1)]
+    built = rerun.assign(source="this build", depth=rerun.layer / n_layers)
+    out = pd.concat([ours.dropna(subset=["change"]), built[list(ours.columns)]], ignore_index=True)
+    return out[out.model.isin(list(models))].reset_index(drop=True)
+
+
+def paper_beside_rerun(curves: pd.DataFrame, tasks: dict, ylabel: str) -> None:
+    """Per probing task (``tasks``: task -> title) the paper's curves (dashed, squares) beside
+    this build's (solid, circles) against relative depth, a colour per model (``probing_curves``)."""
+    fig, axes = plt.subplots(1, len(tasks), figsize=WIDE)
+    for ax, (task, title) in zip(np.atleast_1d(axes), tasks.items()):
+        for (source, model), g in curves[curves.task == task].groupby(["source", "model"], sort=False):
+            ax.plot(g.depth, g.value, color=color(model), label=f"{label(model)} ({source})", **PAPER_STYLE[source])
+        ax.set(title=title, xlabel="relative depth (layer / layers)", xlim=(0, 1.02))
+    np.atleast_1d(axes)[0].set_ylabel(ylabel)
+    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="best")
+    finish(fig)
+
+
+def forgetting_beside(curves: pd.DataFrame, probe_tasks: dict) -> None:
+    """Change after - before fine-tuning against relative depth (``forgetting_curves``): the
+    paper's in the top row, this build's below, a column per probing task, a colour per model and
+    a line style per fine-tuning task, with the zero line."""
+    sources = ["paper", "this build"]
+    fig, axes = plt.subplots(2, len(probe_tasks), figsize=(WIDE[0], 5.6), sharex=True, squeeze=False)
+    for r, source in enumerate(sources):
+        for c, (probe, title) in enumerate(probe_tasks.items()):
+            ax = axes[r, c]
+            part = curves[(curves.source == source) & (curves.probe_task == probe)]
+            for (model, task), g in part.groupby(["model", "task"], sort=False):
+                ax.plot(g.depth, g.change, FINETUNE_STYLE.get(task, "-"), marker=PAPER_STYLE[source]["marker"], ms=3,
+                        color=color(model), label=f"{label(model)}, {task_label(task)}")
+            ax.axhline(0, color="k", lw=0.8)
+            ax.set(title=f"{title} ({source})", xlim=(0, 1.02))
+        axes[r, 0].set_ylabel("after − before")
+    for ax in axes[-1]:
+        ax.set_xlabel("relative depth (layer / layers)")
+    axes[0, -1].legend(fontsize=6, loc="best")
+    finish(fig)
+
+
+def forgetting_heatmaps(acc: pd.DataFrame, names, tasks, probe_tasks: dict) -> None:
+    """Change after - before fine-tuning (``acc``: model, task, probe_task, layer, change), one
+    heatmap per model: fine-tuning tasks as rows, probing task and layer as columns."""
+    lim = max(0.05, float(acc.change.abs().max()))
+    fig, axes = plt.subplots(len(names), 1, figsize=(WIDE[0], 1.6 * len(names) + 0.6), sharex=True)
+    for ax, name in zip(np.atleast_1d(axes), names):
+        grid = acc[acc.model == name].pivot_table(index="task", columns=["probe_task", "layer"], values="change")
+        grid = grid.reindex(index=list(tasks))
+        sns.heatmap(grid, ax=ax, cmap="RdBu", vmin=-lim, vmax=lim, annot=True, fmt=".2f", annot_kws={"size": 6},
+                    cbar=False, xticklabels=[f"{probe_tasks[p][:8]} {l}" for p, l in grid.columns],
+                    yticklabels=[task_label(t) for t in grid.index])
+        ax.set(title=label(name), xlabel="", ylabel="")
+    finish(fig)
+
+
+def finetune_scores(main: pd.DataFrame, names, tasks, bm25: dict, metric: dict) -> None:
+    """Main test score per task (``main``: model, init, task, value per seed): bars of the mean
+    over seeds, pretrained solid and random init hatched, a tick per seed, BM25 dashed."""
+    fig, axes = plt.subplots(1, len(tasks), figsize=WIDE)
+    for ax, task in zip(np.atleast_1d(axes), tasks):
+        part = main[main.task == task]
+        for k, name in enumerate(names):
+            for j, init in enumerate(("pretrained", "random")):
+                vals = part[(part.model == name) & (part.init == init)].value
+                x = k + (j - 0.5) * 0.38
+                ax.bar(x, vals.mean(), 0.36, color=color(name), alpha=1 if init == "pretrained" else 0.45,
+                       hatch=None if init == "pretrained" else "//", edgecolor="white")
+                ax.scatter([x] * len(vals), vals, marker="_", color="k", s=80, zorder=3)
+        if task in bm25:
+            ax.axhline(bm25[task], color="k", ls="--", lw=1, label="BM25")
+            ax.legend(loc="upper right", fontsize=7)
+        ax.set_xticks(range(len(names)), [label(n) for n in names])
+        ax.set(title=task_label(task), ylabel=metric[task])
+    finish(fig)
+
+
+def gap_words(row, name: str) -> str:
+    """'won', 'even' or 'lost' by the paired 95% interval ``row[name + ' low'/' high']`` of
+    pretrained minus random init, with the interval."""
+    low, high = row[name + " low"], row[name + " high"]
+    if pd.isna(low):
+        return "not run in this row"
+    word = "won" if low > 0 else "lost" if high < 0 else "even (interval spans 0)"
+    return f"{word}, gap interval [{low:+.3f}, {high:+.3f}]"
+
+
+def c1_per_task(verdict, tasks: dict) -> pd.DataFrame:
+    """C1's verdict per task as a table (from ``verdict.numbers`` / ``.intervals`` of
+    ``claims.c1_probing`` or ``c1_published``): layers ahead, layers compared, mean gap and its
+    95% interval (NaN for published point values); rows in ``tasks`` order (task -> title)."""
+    rows = []
+    for task, title in tasks.items():
+        if f"layers compared, {task}" not in verdict.numbers:
+            continue
+        low, high = verdict.intervals.get(f"mean gap {task}", (np.nan, np.nan))
+        rows.append({"task": title, "layers ahead": int(verdict.numbers[f"layers ahead, {task}"]),
+                     "layers compared": int(verdict.numbers[f"layers compared, {task}"]),
+                     "mean gap": verdict.numbers[f"mean gap {task}"], "low": low, "high": high})
+    return pd.DataFrame(rows, columns=["task", "layers ahead", "layers compared", "mean gap", "low", "high"])

@@ -110,7 +110,8 @@ def test_c1_null_planted_and_too_little_data(gate):
     few = claims.c1_probing(_probing(rng, 12, {("codessm", "pretrained"): 0.25}), gate)
     assert few.verdict == "inconclusive" and "too little data" in few.reason
     v = planted[0]
-    assert set(v.intervals) == {f"gap {t} layer {l}" for t in PROBES for l in (1, 2)} | {"mean gap"}
+    assert set(v.intervals) == ({f"gap {t} layer {l}" for t in PROBES for l in (1, 2)} | {"mean gap"}
+                                | {f"mean gap {t}" for t in PROBES})
     assert "pretraining seeds: not given" in v.noise and v.gate.startswith("passed")
 
 
@@ -134,10 +135,11 @@ def test_c2_needs_codessm_to_forget_more_than_rocoder(gate):
     hard = _rates([claims.c2_forgetting(_forgetting(rng, 100, both), gate, seed=k) for k in range(HARD)])
     assert hard["reproduced"] <= 0.05 * HARD, hard
     assert hard["partly reproduced"] >= 0.95 * HARD         # it does forget: "partly"
-    planted = [claims.c2_forgetting(_forgetting(rng, 150, {("codessm", "types"): 0.25}), gate, seed=k)
+    # per probing task each contrast has its own interval (9 of them): 400 pairs per task
+    planted = [claims.c2_forgetting(_forgetting(rng, 400, {("codessm", "types"): 0.25}), gate, seed=k)
                for k in range(10)]
     assert all(v.verdict == "reproduced" for v in planted), [v.reason for v in planted]
-    assert "F(codessm, types) - F(rocoder, types)" in planted[0].intervals
+    assert "F(codessm, types, distance) - F(rocoder, types, distance)" in planted[0].intervals
     few = claims.c2_forgetting(_forgetting(rng, 12, {("codessm", "types"): 0.25}), gate)
     assert few.verdict == "inconclusive" and "too little data" in few.reason
 

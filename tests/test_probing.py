@@ -343,7 +343,14 @@ def test_probe_layers_in_worker_processes_equal_the_sequential_loop(monkeypatch)
             runs[workers + " items"] = items
         assert pools == ["spawn"]  # one pool, started by the first 2-worker run and kept
         assert runs["1"]["layer"].tolist() == sorted(runs["1"]["layer"].tolist())
-        assert len(runs["1"]) == 3 * 11 and runs["1"]["value"].notna().all()
+        assert len(runs["1"]) == 3 * 12 and runs["1"]["value"].notna().all()
+        # both accuracies per layer, each from the items: overall, and per label then averaged
+        dp = runs["1"][runs["1"]["probe"] == "directprobe"]
+        wide = dp.pivot_table(index="layer", columns="metric", values="value")
+        per_item = runs["1 items"].groupby("layer")
+        np.testing.assert_allclose(wide["accuracy"], per_item["correct"].mean())
+        np.testing.assert_allclose(wide["mean_label_accuracy"],
+                                   per_item.apply(lambda g: g.groupby("label")["correct"].mean().mean()))
         assert runs["2"].equals(runs["1"]) and runs["2again"].equals(runs["1"])
         assert runs["2 items"].equals(runs["1 items"]) and len(runs["1 items"]) == 3 * len(data.split("test"))
         one, _ = ex._probe_layers(data, [s[:1] for s in states], [0], cfg, progress=False)
@@ -351,3 +358,19 @@ def test_probe_layers_in_worker_processes_equal_the_sequential_loop(monkeypatch)
     finally:
         if workers_module._POOL["pool"] is not None:
             workers_module._POOL["pool"].shutdown()
+
+
+def test_mean_label_accuracy_weighs_each_label_present_alike():
+    # three labels on a line; the test set has 8 points of label 0 (6 right, 2 sitting in label
+    # 1's blob), 2 of label 1 (both right) and none of label 2, so by hand:
+    # per label 6/8 and 2/2 -> mean 0.875; overall 8/10 = 0.8; label 2 is not averaged in
+    X = _blobs([(0, 0), (4, 0), (8, 0)], n=20, scale=0.2)
+    res = directprobe(X, np.repeat([0, 1, 2], 20))
+    Xt = np.array([[0.0, 0.0]] * 6 + [[4.0, 0.0]] * 2 + [[4.0, 0.0]] * 2)
+    yt = np.array([0] * 8 + [1] * 2)
+    assert res.accuracy(Xt, yt) == pytest.approx(0.8)
+    assert res.mean_label_accuracy(Xt, yt) == pytest.approx(0.875)
+    balanced = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 0.0], [8.0, 0.0]])
+    assert res.mean_label_accuracy(balanced, [0, 1, 1, 2]) == pytest.approx((1 + 0.5 + 1) / 3)
+    with pytest.raises(ValueError, match="y_test has 3 labels for 10 test points"):
+        res.mean_label_accuracy(Xt, [0, 1, 2])

@@ -392,6 +392,19 @@ class DirectProbeResult:
         self._test_points(X_test, y_test)
         return float(np.mean(self.predict(X_test) == np.asarray(y_test)))
 
+    def mean_label_accuracy(self, X_test, y_test) -> float:
+        """The metric the paper plots: per-label accuracy of the nearest-hull prediction,
+        averaged over the labels present in y_test,
+
+            (1 / |L|) sum_{l in L} |{i : y_i = l, predict(x_i) = l}| / |{i : y_i = l}|,
+
+        so each label weighs the same however many test points it has (equal to ``accuracy``
+        on a test set balanced over labels)."""
+        self._test_points(X_test, y_test)
+        y_test = np.asarray(y_test)
+        correct = self.predict(X_test) == y_test
+        return float(np.mean([correct[y_test == l].mean() for l in np.unique(y_test)]))
+
     def nn_accuracy(self, X_test, y_test) -> float:
         """Share of test points whose nearest training point has their label (1-NN baseline)."""
         self._test_points(X_test, y_test)

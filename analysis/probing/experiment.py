@@ -7,8 +7,10 @@ layer, layer 0 = embeddings) -> pair features (``pair_features``: h_i - h_j for 
 
 - DirectProbe on at most ``cfg.probe_max_train_points`` training pairs (a class-balanced
   seeded subsample): number of clusters (= number of labels iff the labels are linearly
-  separable there), accuracy on the test pairs by the nearest cluster hull (as published) and
-  by the nearest training point (1-NN, a baseline), per test pair too (``run_items``), the
+  separable there), accuracy on the test pairs by the nearest cluster hull (as published):
+  overall (``accuracy``) and the paper's reported metric, the per-label accuracy averaged over
+  the labels of the test pairs (``mean_label_accuracy``, ``DirectProbeResult.mean_label_accuracy``),
+  and by the nearest training point (1-NN, a baseline), per test pair too (``run_items``), the
   mean over label pairs of the smallest hull-to-hull distance between their clusters, run time;
 - a logistic-regression probe on all training pairs: test accuracy, and the accuracy of the
   same probe on the control task (labels drawn per token-text pair), selectivity = their
@@ -43,7 +45,8 @@ from .features import pair_features
 from .linear import control_labels, linear_probe
 from .representations import hidden_states
 
-RESULT_VERSION = "3"  # 2: last layer after the final norm; 3: DirectProbe by nearest hull, per-pair items
+RESULT_VERSION = "4"  # 2: last layer after the final norm; 3: DirectProbe by nearest hull, per-pair items;
+#                      4: mean_label_accuracy per layer, each item's label
 PROBE_FIELDS = ("seed", "probe_functions_distance", "probe_functions_siblings", "probe_functions_dfg",
                 "probe_pairs_per_class", "probe_max_tokens", "probe_test_fraction",
                 "probe_max_train_points")
@@ -66,21 +69,24 @@ def _balanced_subsample(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
 
 def _directprobe_metrics(X_sub, y_sub, X_test, y_test) -> tuple[dict, pd.DataFrame]:
     """DirectProbe on the subsampled training pairs, scored on the test pairs: its metrics and
-    its per-test-pair results (``DirectProbeResult.evaluate``). Module-level, so that worker
-    processes can run it."""
+    its per-test-pair results (``DirectProbeResult.evaluate``): mean_label_accuracy is
+    ``DirectProbeResult.mean_label_accuracy`` read off the same predictions (one hull-distance
+    pass, not two). Module-level, so that worker processes can run it."""
     with warnings.catch_warnings():  # duplicates are counted in the "conflicts" metric
         warnings.simplefilter("ignore")
         dp = directprobe(X_sub, y_sub)
     dists = list(dp.min_distances().values())
     items = dp.evaluate(X_test, y_test)
+    per_label = items.groupby("label")["correct"].mean()     # labels present in y_test
     return {("directprobe", "accuracy"): float(items["correct"].mean()),
+            ("directprobe", "mean_label_accuracy"): float(per_label.mean()),
             ("directprobe", "nn_accuracy"): float(items["nn_correct"].mean()),
             ("directprobe", "n_clusters"): dp.n_clusters,
             ("directprobe", "n_labels"): dp.n_labels,
             ("directprobe", "min_distance"): float(np.mean(dists)) if dists else float("nan"),
             ("directprobe", "conflicts"): len(dp.conflicts),
             ("directprobe", "train_points"): len(y_sub),
-            ("directprobe", "seconds"): dp.runtime_s}, items[["item", "correct", "nn_correct"]]
+            ("directprobe", "seconds"): dp.runtime_s}, items[["item", "label", "correct", "nn_correct"]]
 
 
 def _linear_metrics(X_train, y_train, X_test, y_test, c_train, c_test, seed) -> dict:
@@ -95,7 +101,7 @@ def _linear_metrics(X_train, y_train, X_test, y_test, c_train, c_test, seed) -> 
 
 def _probe_layers(data, states, layers, cfg, progress: bool) -> tuple[list[dict], pd.DataFrame]:
     """Rows of every layer, in ``layers`` order, and DirectProbe's per-test-pair results
-    (layer, item, correct, nn_correct; ``item`` = the pair's row in the test split). Pair features are built here (they need
+    (layer, item, label, correct, nn_correct; ``item`` = the pair's row in the test split). Pair features are built here (they need
     ``states``); each layer's DirectProbe and its linear probes are separate jobs, run in the
     worker processes of ``analysis.workers``, DirectProbe jobs first and layer 0 (the slowest:
     degenerate embedding differences) first of all."""
@@ -118,7 +124,7 @@ def _probe_layers(data, states, layers, cfg, progress: bool) -> tuple[list[dict]
     rows = [{"layer": layer, "probe": p, "metric": m, "value": float(v)}
             for k, layer in enumerate(layers) for (p, m), v in {**results[k][0], **results[n + k]}.items()]
     items = pd.concat([results[k][1].assign(layer=layer) for k, layer in enumerate(layers)], ignore_index=True)
-    return rows, items[["layer", "item", "correct", "nn_correct"]]
+    return rows, items[["layer", "item", "label", "correct", "nn_correct"]]
 
 
 def _probe_artifact(model: str, task: str, cfg, checkpoint: str, layers, progress: bool) -> Path:
@@ -170,8 +176,9 @@ def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
 def run_items(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
               progress: bool = True) -> pd.DataFrame:
     """DirectProbe's result per test pair of ``run``: model, checkpoint, task, layer, item,
-    correct (the nearest-hull prediction is the pair's label), nn_correct (1-nearest-neighbour);
-    the same items for every model, so models compare pair by pair (``analysis.claims``)."""
+    label (the pair's true label), correct (the nearest-hull prediction is the pair's label),
+    nn_correct (1-nearest-neighbour); the same items for every model, so models compare pair
+    by pair (``analysis.claims``)."""
     path = _probe_artifact(model, task, cfg, checkpoint, layers, progress)
     return _labelled(pd.read_csv(path / "items.csv"), model, task, checkpoint)
 
@@ -219,3 +226,18 @@ def forgetting(models_: list[str], tasks: list[str], probe_tasks: list[str], cfg
                     "before": merged["value_before"], "after": merged["value_after"],
                     "change": merged["value_after"] - merged["value_before"]}))
     return pd.concat(frames, ignore_index=True)
+
+
+def sample_size_sweep(model: str, task: str, cfg, points, layer: int, checkpoint: str = "pretrained",
+                      progress: bool = False) -> pd.DataFrame:
+    """DirectProbe at one ``layer`` with at most each of ``points`` training points (the profile
+    with ``probe_max_train_points`` = n; each run cached like ``run``): one row per n with
+    points (those used), clusters, labels, accuracy, mean_label_accuracy, seconds."""
+    rows = []
+    for n in points:
+        r = run(model, task, cfg.replace(probe_max_train_points=int(n)), checkpoint, layers=[layer], progress=progress)
+        r = r[r.probe == "directprobe"].set_index("metric").value
+        rows.append({"points": int(r["train_points"]), "clusters": r["n_clusters"], "labels": r["n_labels"],
+                     "accuracy": r["accuracy"], "mean_label_accuracy": r["mean_label_accuracy"],
+                     "seconds": r["seconds"]})
+    return pd.DataFrame(rows)
