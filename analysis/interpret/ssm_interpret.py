@@ -145,17 +145,20 @@ def class_transitions(stats: pd.DataFrame, before: str, afters=None) -> pd.DataF
     if absent:
         raise ValueError(f"no rows for checkpoint(s) {absent}; found {found}")
     stats = stats.assign(filter_class=filter_class(stats.spectral_centroid, stats.log10_lhfr))
-    cols = [*keys, "filter_class", "spectral_centroid", "log10_lhfr"]
-    base = stats[stats.checkpoint == before][cols].rename(
-        columns={"filter_class": "class_before", "spectral_centroid": "centroid_before", "log10_lhfr": "log10_lhfr_before"})
+    cols = ["filter_class", "spectral_centroid", "log10_lhfr"]
+    base = stats[stats.checkpoint == before].set_index(keys)[cols]
     rows = []
     for name in afters:
-        after = stats[stats.checkpoint == name][cols].rename(
-            columns={"filter_class": "class_after", "spectral_centroid": "centroid_after", "log10_lhfr": "log10_lhfr_after"})
-        both = base.merge(after, on=keys, how="outer", indicator=True)
-        if (both._merge != "both").any():
+        after = stats[stats.checkpoint == name].set_index(keys)[cols]
+        if len(after) != len(base) or not after.index.isin(base.index).all():
             raise ValueError(f"checkpoints {before!r} and {name!r} do not have the same kernels (layer, direction)")
-        rows.append(both.drop(columns="_merge").assign(checkpoint=name))
+        after = after.reindex(base.index)
+        rows.append(pd.DataFrame({"checkpoint": name, "class_before": base.filter_class.to_numpy(),
+                                  "class_after": after.filter_class.to_numpy(),
+                                  "centroid_before": base.spectral_centroid.to_numpy(),
+                                  "centroid_after": after.spectral_centroid.to_numpy(),
+                                  "log10_lhfr_before": base.log10_lhfr.to_numpy(),
+                                  "log10_lhfr_after": after.log10_lhfr.to_numpy()}, index=base.index).reset_index())
     out = pd.concat(rows, ignore_index=True)
     out = out.assign(changed=out.class_before != out.class_after, d_centroid=out.centroid_after - out.centroid_before,
                      d_log10_lhfr=out.log10_lhfr_after - out.log10_lhfr_before)
