@@ -647,41 +647,42 @@ def c3_kernel_shift(spectra: pd.DataFrame, gate: Gate | None = None, *, model: s
     noise = (f"no training noise sampled (one pretraining and one fine-tuning run per task); (a) is a permutation test "
              f"over {n} kernels, {k} early forward ({'exact, all ' + str(math.comb(n, k)) + ' subsets' if exact else f'{n_perm} random subsets'})")
     numbers = {"kernels": n, "early forward kernels": k, "floor (decades)": floor}
-    if k == 0 or k == n or 1 / math.comb(n, k) > ALPHA:
-        reason = (f"too few kernels: {n} kernels with {k} early forward, so the permutation test's smallest "
-                  f"p-value is {1 / math.comb(n, k) if 0 < k < n else 1:.3g} (> {ALPHA}); a model with more layers "
-                  "or kernels is needed.")
-        return Verdict("C3", INCONCLUSIVE, reason, numbers, {}, rule, noise, gate_text)
-    means, exact = _subset_means(values, k, n_perm, np.random.default_rng(seed))
-    observed = float(values[ef].mean())
-    below = int((means <= observed + 1e-12).sum())
-    p = below / len(means) if exact else (1 + below) / (1 + len(means))
+    testable = 0 < k < n and 1 / math.comb(n, k) <= ALPHA
+    observed = float(values[ef].mean()) if k else float("nan")
+    if testable:
+        means, exact = _subset_means(values, k, n_perm, np.random.default_rng(seed))
+        below = int((means <= observed + 1e-12).sum())
+        p = below / len(means) if exact else (1 + below) / (1 + len(means))
     toward = np.array([pair in TOWARD_HIGH for pair in zip(t.class_before, t.class_after)], dtype=bool)
     shifts = t[t.early_forward.to_numpy() & (t.d.to_numpy() <= -floor) & toward]
-    deep = t[t.deeper]
-    still = float((deep.d.abs() < floor).mean())
+    still = float((t[t.deeper].d.abs() < floor).mean())
     numbers.update({"early forward mean d log10 LHFR": observed, "other kernels mean d log10 LHFR":
-                    float(values[~ef].mean()), "permutation p": p, "class changes toward high-pass": len(shifts),
-                    "deeper moves under the floor (share)": still})
+                    float(values[~ef].mean()), "class changes toward high-pass": len(shifts),
+                    "deeper moves under the floor (share)": still, **({"permutation p": p} if testable else {})})
     several = t.kernel.nunique() > 1
     for row in t[t.early_forward].itertuples():
         which = f"layer {row.layer} forward{f' kernel {row.kernel}' if several else ''}"
         numbers[f"{which} d log10 LHFR ({row.checkpoint})"] = float(row.d)
-    a, b, c = p <= ALPHA, len(shifts) > 0, still > 0.5
-    verdict = REPRODUCED if a and b and c else PARTLY if a else NOT
     changes = "; ".join(f"layer {r.layer} forward {r.class_before} -> {r.class_after} under {r.checkpoint} "
                         f"(d {r.d:+.2f})" for r in shifts.itertuples()) or f"no early forward class change with d <= -{floor:g}"
     reason = (f"early forward kernels' mean d {observed:+.3f} decades vs {numbers['other kernels mean d log10 LHFR']:+.3f} "
-              f"for the rest, permutation p = {p:.3g}; {changes}; {100 * still:.0f}% of the deeper kernels' moves under "
-              f"{floor:g} decades ({len(tasks)} fine-tuning{'s' if len(tasks) > 1 else ''}).")
+              f"for the rest{f', permutation p = {p:.3g}' if testable else ''}; {changes}; {100 * still:.0f}% of the "
+              f"deeper kernels' moves under {floor:g} decades ({len(tasks)} fine-tuning{'s' if len(tasks) > 1 else ''}).")
     if paper is not None:
         theirs = c3_kernel_shift(paper, None, model=model, floor=floor, seed=seed)
         numbers.update({f"paper: {key}": v for key, v in theirs.numbers.items()})
         reason += f" The authors' data under the same rule: {theirs.verdict}."
-    held = None if ok else Verdict("C3", INCONCLUSIVE, f"pretraining did not take at this profile: "
-                                   f"{gate.failures[model]}.", _about(gate.numbers, [model]),
-                                   _about(gate.intervals, [model]), rule, noise, gate_text)
-    return _held_back(held, "C3", verdict, reason, numbers, {}, rule, noise, gate_text)
+    few = "" if testable else (
+        f"too few kernels: {n} kernels with {k} early forward, so the permutation test's smallest p-value is "
+        f"{1 / math.comb(n, k) if 0 < k < n else 1:.3g} (> {ALPHA}); a model with more layers or kernels is needed.")
+    if not ok or few:
+        why = " ".join(([f"pretraining did not take at this profile: {gate.failures[model]}."] if not ok else []) + [few])
+        more = ({**_about(gate.numbers, [model])}, _about(gate.intervals, [model])) if not ok else ({}, {})
+        return Verdict("C3", INCONCLUSIVE, f"{why.strip()} Measured, not judged: {reason}", {**more[0], **numbers},
+                       more[1], rule, noise, gate_text)
+    a, b, c = p <= ALPHA, len(shifts) > 0, still > 0.5
+    verdict = REPRODUCED if a and b and c else PARTLY if a else NOT
+    return Verdict("C3", verdict, reason, numbers, {}, rule, noise, gate_text)
 
 
 def c3b_taxonomy(spectra: pd.DataFrame, gate: Gate | None = None, *, model: str = "codessm",
