@@ -8,6 +8,7 @@ plane (``interpret_plane``, ``interpret_planes``) is drawn here too.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import seaborn as sns
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
@@ -134,19 +135,19 @@ def _class_regions(ax, xlim, ylim) -> None:
         ax.axhline(y, color="0.5", ls="--", lw=0.7)
 
 
-def interpret_plane(ax, stats, before: str, afters: dict | None = None, clip=(-1.5, 5.0), title: str = ""):
+def interpret_plane(ax, stats, before: str, afters: dict | None = None, clip=(-1.5, 5.0), title: str = "",
+                    limits=None):
     """The authors' plane for one model: spectral centroid (x, cycles per token) against log10
     LHFR (y, clipped to ``clip`` for display) of the kernels of checkpoint ``before``
     (triangles forward, circles backward, each labelled with its layer), the class regions
     shaded, and an arrow to each later checkpoint's position (``afters``: name -> colour).
-    stats: an ``interpret.ssm_interpret_statistics`` or ``reference.paper_spectra()`` frame."""
+    stats: an ``interpret.ssm_interpret_statistics`` or ``reference.paper_spectra()`` frame;
+    ``limits``: (xlim, ylim), by default ``_plane_limits`` of the kernels shown."""
     afters = afters or {}
     keys = ["layer", "direction", *(["kernel"] if "kernel" in stats else [])]
     base = stats[stats.checkpoint == before].set_index(keys)
     y = lambda s: s.log10_lhfr.clip(*clip)                              # noqa: E731
-    shown = stats[stats.checkpoint.isin([before, *afters])]
-    xlim = (min(0.0, shown.spectral_centroid.min() - 0.01), max(0.3, shown.spectral_centroid.max() + 0.01))
-    ylim = (min(-1.0, y(shown).min() - 0.3), max(4.5, y(shown).max() + 0.3))
+    xlim, ylim = limits or _plane_limits([stats[stats.checkpoint.isin([before, *afters])]], clip)
     _class_regions(ax, xlim, ylim)
     for name, colour in afters.items():
         after = stats[stats.checkpoint == name].set_index(keys).reindex(base.index)
@@ -168,6 +169,14 @@ def interpret_planes(panels: dict, before: str, afters: dict | None = None, clip
     """``interpret_plane`` side by side, one panel per ``panels`` entry (title -> stats frame),
     sharing the y axis; returns the figure."""
     fig, axes = plt.subplots(1, len(panels), figsize=(WIDE[0], 4.6), sharey=True, squeeze=False)
+    shown = [s[s.checkpoint.isin([before, *(afters or {})])] for s in panels.values()]
     for ax, (title, stats) in zip(axes[0], panels.items()):
-        interpret_plane(ax, stats, before, afters, clip=clip, title=title)
+        interpret_plane(ax, stats, before, afters, clip=clip, title=title, limits=_plane_limits(shown, clip))
     return fig
+
+
+def _plane_limits(frames, clip) -> tuple:
+    """(xlim, ylim) holding every kernel of ``frames`` and the class boundaries."""
+    c = pd.concat([f.spectral_centroid for f in frames])
+    r = pd.concat([f.log10_lhfr.clip(*clip) for f in frames])
+    return (min(0.0, c.min() - 0.01), max(0.3, c.max() + 0.01)), (min(-1.0, r.min() - 0.3), max(4.5, r.max() + 0.3))

@@ -125,3 +125,18 @@ def test_transitions_taxonomy_and_opposite_pairs_on_the_authors_data():
         taxonomy(p)
     with pytest.raises(ValueError, match="same kernels"):
         class_transitions(p[~((p.checkpoint == "codessm_sqa") & (p.layer == 3))], "codessm")
+
+
+def test_the_plane_shades_the_three_class_regions_and_holds_every_kernel():
+    import matplotlib
+    matplotlib.use("Agg")
+    from analysis import plots
+    p = paper_spectra()
+    fig = plots.interpret_planes({"a": p, "b": p[p.checkpoint == "codessm"]}, "codessm", {"codessm_typeinf": "r"})
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert len(ax.patches) == 3                                 # low-, band-, high-pass regions
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        assert x0 <= p.spectral_centroid.min() and x1 >= p.spectral_centroid.max()
+        assert y0 <= p.log10_lhfr.min() and y1 >= p.log10_lhfr.max()
+    matplotlib.pyplot.close(fig)
