@@ -673,7 +673,7 @@ def c3_kernel_shift(spectra: pd.DataFrame, gate: Gate | None = None, *, model: s
         numbers.update({f"paper: {key}": v for key, v in theirs.numbers.items()})
         reason += f" The authors' data under the same rule: {theirs.verdict}."
     few = "" if testable else (
-        f"too few kernels: {n} kernels with {k} early forward, so the permutation test's smallest p-value is "
+        f"Too few kernels: {n} kernels with {k} early forward, so the permutation test's smallest p-value is "
         f"{1 / math.comb(n, k) if 0 < k < n else 1:.3g} (> {ALPHA}); a model with more layers or kernels is needed.")
     if not ok or few:
         why = " ".join(([f"pretraining did not take at this profile: {gate.failures[model]}."] if not ok else []) + [few])
