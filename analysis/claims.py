@@ -55,11 +55,15 @@ Conventions of every rule:
 """
 from __future__ import annotations
 
+import functools
+import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from .interpret import class_transitions, opposite_pairs, taxonomy
 from .ledger import VERDICTS
 
 ALPHA = 0.05
@@ -774,6 +778,190 @@ def c3_spectral_shift(spectra: pd.DataFrame, gate: Gate, *, model: str = "codess
               f"later {numbers['early - later']:+.3g} {_fmt(intervals['early - later'])}, floor {floor:.3g} "
               "cycles/token.")
     return _held_back(held, "C3", verdict, reason, numbers, intervals, rule, noise, gate_text)
+
+
+# C3 as the authors' data state it: early forward kernels change class toward high frequencies.
+
+LHFR_FLOOR = 0.5                  # decades of LHFR; why: ``c3_kernel_shift``
+LOG10_CLIP = 12.0                 # |log10 LHFR| beyond this (a band without energy) is clipped
+TOWARD_HIGH = {("low-pass", "band-pass"), ("low-pass", "high-pass"), ("band-pass", "high-pass")}
+MAX_SUBSETS = 200_000             # exact permutation test up to this many subsets, else Monte Carlo
+SPECTRA_CLASSES = ("checkpoint", "layer", "direction", "spectral_centroid", "log10_lhfr")
+
+
+@functools.lru_cache(maxsize=8)
+def _subsets(n: int, k: int) -> np.ndarray:
+    """Every k-subset of range(n): r(C(n, k) k)."""
+    flat = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(n), k)), dtype=np.int64)
+    return flat.reshape(-1, k)
+
+
+def _subset_means(values: np.ndarray, k: int, n_perm: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """Means of k of the values r(N): of every k-subset when there are at most MAX_SUBSETS
+    (exact), else of n_perm random ones. Returns (means, exact)."""
+    n = len(values)
+    if math.comb(n, k) <= MAX_SUBSETS:
+        return values[_subsets(n, k)].mean(1), True
+    draws = np.argsort(rng.random((n_perm, n)), axis=1)[:, :k]
+    return values[draws].mean(1), False
+
+
+def _early(layers, early_layers: int | None) -> list:
+    """The first ``early_layers`` layers (default the first third, rounded up: 4 of 12, 2 of 4, 1 of 2)."""
+    layers = sorted(set(layers))
+    k = early_layers or math.ceil(len(layers) / 3)
+    if not 1 <= k < len(layers):
+        raise ValueError(f"early_layers must be in 1..{len(layers) - 1} for {len(layers)} layers; got {k}")
+    return layers[:k]
+
+
+def _gate_for(gate: Gate | None, model: str) -> tuple[bool, str]:
+    if gate is None:
+        return True, "not applied (no pretraining gate given: the authors' trained checkpoints)"
+    return gate.outcome([model])
+
+
+def c3_kernel_shift(spectra: pd.DataFrame, gate: Gate | None = None, *, model: str = "codessm",
+                    pretrained: str = "codessm", finetuned=None, early_layers: int | None = None,
+                    floor: float = LHFR_FLOOR, paper: pd.DataFrame | None = None, n_perm: int = 20_000,
+                    seed: int = 0) -> Verdict:
+    """C3 as the authors' data state it: fine-tuning moves the early forward kernels toward high
+    frequencies (layer 1 band-pass -> high-pass under type inference, layer 4 low-pass ->
+    band-pass under both), while most deeper kernels barely move.
+
+    spectra: ``interpret.ssm_interpret_statistics({checkpoint: model, ...})`` or
+    ``reference.paper_spectra()``: checkpoint, layer, direction[, kernel], spectral_centroid,
+    log10_lhfr (classes are recomputed from these two with the authors' thresholds). Per kernel
+    (layer, direction, kernel) and fine-tuned checkpoint (default: every checkpoint but
+    ``pretrained``), d = log10 LHFR after - before (negative: energy moves to high frequencies;
+    log10 LHFR clipped to +-12 decades). Early = the first third of the layers, rounded up.
+
+    - (a) the early forward kernels move toward high frequencies more than the others: their mean
+      d (over fine-tunings, then kernels) is below that of a random set of as many kernels drawn
+      from all, one-sided permutation p <= 0.05 (kernels as units, every fine-tuning's d of a
+      kernel kept together: exact over all subsets, or ``n_perm`` seeded draws);
+    - (b) at least one early forward kernel changes class toward high (low -> band, low -> high,
+      band -> high) with d <= -floor under some fine-tuning;
+    - (c) most deeper kernels barely move: more than half of the (deeper kernel, fine-tuning)
+      moves have |d| < floor.
+
+    Reproduced: all three. Partly: (a) without (b) and (c) both. Otherwise not reproduced.
+    Inconclusive: the pretraining gate failed, or the kernels are too few for (a) to reach 0.05
+    (1 / C(N, k) > 0.05 with N kernels, k of them early forward). Under pure noise (every
+    kernel's moves exchangeable) (a) holds at most 5% of the time, and so do both verdicts.
+
+    The floor, 0.5 decades (a factor 10^0.5 ~ 3.2 in LHFR), is read off the authors' own data:
+    their deeper kernels (layers 5-12, both directions, both fine-tunings: 32 moves) move by at
+    most 0.48 decades (median 0.12, SD 0.19), while the class changes the paper reports move by
+    0.70 (layer 1) and 1.54 and 1.68 (layer 4). ``paper`` (the authors' spectra): the same rule's
+    numbers on their data are added, prefixed "paper: ", for the ledger to show beside ours."""
+    df = _require(spectra, "spectra", SPECTRA_CLASSES)
+    t = class_transitions(df, pretrained, finetuned)
+    tasks = list(dict.fromkeys(t.checkpoint))
+    early = _early(t.layer, early_layers)
+    if "kernel" not in t:
+        t = t.assign(kernel=0)
+    clip = lambda c: np.clip(t[c].to_numpy(float), -LOG10_CLIP, LOG10_CLIP)  # noqa: E731
+    t = t.assign(d=clip("log10_lhfr_after") - clip("log10_lhfr_before"))
+    t = t.assign(early_forward=t.layer.isin(early) & (t.direction == "forward"), deeper=~t.layer.isin(early))
+    unit, _ = _factor(t, ["layer", "direction", "kernel"], keys=False)     # each kernel's code, r(rows)
+    values = np.bincount(unit, weights=t.d.to_numpy()) / np.bincount(unit)   # mean d per kernel, r(N)
+    ef = np.bincount(unit, weights=t.early_forward.to_numpy(float)) > 0
+    n, k = len(values), int(ef.sum())
+    where = f"layer{'s' if len(early) > 1 else ''} {', '.join(map(str, early))}"
+    rule = (f"d = log10 LHFR fine-tuned - pretrained per kernel of {model} (authors' SSM-Interpret, kernels at "
+            f"their length), early = {where} of {t.layer.nunique()}: (a) the early forward kernels' mean d below a "
+            "random set of as many kernels' (one-sided permutation p <= 0.05, kernels as units), (b) an early forward "
+            f"kernel changes class toward high-pass with d <= -{floor:g} decades, (c) more than half of the deeper "
+            f"kernels' moves |d| < {floor:g}: all three reproduced; (a) alone or with one: partly; else not "
+            "reproduced; pretraining gate failed or too few kernels for p to reach 0.05: inconclusive")
+    ok, gate_text = _gate_for(gate, model)
+    exact = math.comb(n, k) <= MAX_SUBSETS if 0 < k < n else True
+    noise = (f"no training noise sampled (one pretraining and one fine-tuning run per task); (a) is a permutation test "
+             f"over {n} kernels, {k} early forward ({'exact, all ' + str(math.comb(n, k)) + ' subsets' if exact else f'{n_perm} random subsets'})")
+    numbers = {"kernels": n, "early forward kernels": k, "floor (decades)": floor}
+    testable = 0 < k < n and 1 / math.comb(n, k) <= ALPHA
+    observed = float(values[ef].mean()) if k else float("nan")
+    if testable:
+        means, exact = _subset_means(values, k, n_perm, np.random.default_rng(seed))
+        below = int((means <= observed + 1e-12).sum())
+        p = below / len(means) if exact else (1 + below) / (1 + len(means))
+    toward = np.array([pair in TOWARD_HIGH for pair in zip(t.class_before, t.class_after)], dtype=bool)
+    shifts = t[t.early_forward.to_numpy() & (t.d.to_numpy() <= -floor) & toward]
+    still = float((t[t.deeper].d.abs() < floor).mean())
+    numbers.update({"early forward mean d log10 LHFR": observed, "other kernels mean d log10 LHFR":
+                    float(values[~ef].mean()), "class changes toward high-pass": len(shifts),
+                    "deeper moves under the floor (share)": still, **({"permutation p": p} if testable else {})})
+    several = t.kernel.nunique() > 1
+    for row in t[t.early_forward].itertuples():
+        which = f"layer {row.layer} forward{f' kernel {row.kernel}' if several else ''}"
+        numbers[f"{which} d log10 LHFR ({row.checkpoint})"] = float(row.d)
+    changes = "; ".join(f"layer {r.layer} forward {r.class_before} -> {r.class_after} under {r.checkpoint} "
+                        f"(d {r.d:+.2f})" for r in shifts.itertuples()) or f"no early forward class change with d <= -{floor:g}"
+    reason = (f"early forward kernels' mean d {observed:+.3f} decades vs {numbers['other kernels mean d log10 LHFR']:+.3f} "
+              f"for the rest{f', permutation p = {p:.3g}' if testable else ''}; {changes}; {100 * still:.0f}% of the "
+              f"deeper kernels' moves under {floor:g} decades ({len(tasks)} fine-tuning{'s' if len(tasks) > 1 else ''}).")
+    if paper is not None:
+        theirs = c3_kernel_shift(paper, None, model=model, floor=floor, seed=seed)
+        numbers.update({f"paper: {key}": v for key, v in theirs.numbers.items()})
+        reason += f" The authors' data under the same rule: {theirs.verdict}."
+    few = "" if testable else (
+        f"Too few kernels: {n} kernels with {k} early forward, so the permutation test's smallest p-value is "
+        f"{1 / math.comb(n, k) if 0 < k < n else 1:.3g} (> {ALPHA}); a model with more layers or kernels is needed.")
+    if not ok or few:
+        why = " ".join(([f"pretraining did not take at this profile: {gate.failures[model]}."] if not ok else []) + [few])
+        more = ({**_about(gate.numbers, [model])}, _about(gate.intervals, [model])) if not ok else ({}, {})
+        return Verdict("C3", INCONCLUSIVE, f"{why.strip()} Measured, not judged: {reason}", {**more[0], **numbers},
+                       more[1], rule, noise, gate_text)
+    a, b, c = p <= ALPHA, len(shifts) > 0, still > 0.5
+    verdict = REPRODUCED if a and b and c else PARTLY if a else NOT
+    return Verdict("C3", verdict, reason, numbers, {}, rule, noise, gate_text)
+
+
+def c3b_taxonomy(spectra: pd.DataFrame, gate: Gate | None = None, *, model: str = "codessm",
+                 checkpoint: str = "codessm", random_init: pd.DataFrame | None = None,
+                 paper: pd.DataFrame | None = None) -> Verdict:
+    """C3b, the filter taxonomy: the pretrained model's kernels (``checkpoint`` of ``spectra``,
+    columns as for ``c3_kernel_shift``) mix low-, band- and high-pass kernels across layers,
+    and some layers pair directions of opposite kinds (one low-pass, the other high-pass; the
+    authors' layers 8 and 10). Reproduced: all three classes occur and at least one layer pairs
+    opposite kinds. Partly: one of the two. Otherwise not reproduced; inconclusive if the
+    pretraining gate failed. Pure noise does not pass: kernels of random taps have flat
+    spectra, all high-pass (centroid 1/4, log10 LHFR -0.6), and smooth random decays are all
+    low-pass. ``random_init``: the random-init twin's spectra, whose taxonomy is reported
+    beside (not decisive: an initialisation can mix classes too, and then the taxonomy is not
+    what pretraining taught); ``paper``: the authors' numbers under the same rule, prefixed
+    "paper: "."""
+    df = _require(spectra, "spectra", SPECTRA_CLASSES)
+    _present(df, "checkpoint", [checkpoint], "spectra")
+    own = df[df.checkpoint == checkpoint]
+    counts, pairs = taxonomy(own).loc["all"], opposite_pairs(own)
+    kinds = [c for c in ("low-pass", "band-pass", "high-pass") if counts[c] > 0]
+    rule = (f"the authors' filter classes of {model}'s pretrained kernels: low-, band- and high-pass all present and "
+            "at least one layer whose forward and backward kernels are of opposite kinds (low-pass / high-pass): "
+            "reproduced; one of the two: partly; else not reproduced; pretraining gate failed: inconclusive")
+    numbers = {**{f"{c} kernels": int(counts[c]) for c in counts.index}, "layers pairing opposite kinds": len(pairs)}
+    mixed, paired = len(kinds) == 3, len(pairs) > 0
+    verdict = REPRODUCED if mixed and paired else PARTLY if mixed or paired else NOT
+    reason = (", ".join(f"{int(counts[c])} {c}" for c in counts.index) + " kernels; opposite directions at "
+              + (f"layer{'s' if len(pairs) > 1 else ''} {', '.join(map(str, pairs.layer))}" if paired else "no layer") + ".")
+    if random_init is not None:
+        rc, rp = taxonomy(random_init).loc["all"], opposite_pairs(random_init)
+        numbers.update({f"random init: {c} kernels": int(rc[c]) for c in rc.index})
+        numbers["random init: layers pairing opposite kinds"] = len(rp)
+        both = all(rc[c] > 0 for c in ("low-pass", "band-pass", "high-pass")) and len(rp) > 0
+        reason += (f" The random-init twin: {', '.join(f'{int(rc[c])} {c}' for c in rc.index)}, opposite pairs at "
+                   f"{len(rp)} layer(s): {'it shows the taxonomy too, so it is not what pretraining taught' if both else 'it does not show the taxonomy'}.")
+    if paper is not None:
+        theirs = c3b_taxonomy(paper, None, model=model)
+        numbers.update({f"paper: {key}": v for key, v in theirs.numbers.items()})
+        reason += f" The authors' data under the same rule: {theirs.verdict}."
+    ok, gate_text = _gate_for(gate, model)
+    noise = "none sampled: the classes of one pretrained model's kernels (one pretraining run)"
+    held = None if ok else Verdict("C3b", INCONCLUSIVE, f"pretraining did not take at this profile: "
+                                   f"{gate.failures[model]}.", _about(gate.numbers, [model]),
+                                   _about(gate.intervals, [model]), rule, noise, gate_text)
+    return _held_back(held, "C3b", verdict, reason, numbers, {}, rule, noise, gate_text)
 
 
 def _task_scores(search: pd.DataFrame, types: pd.DataFrame) -> pd.DataFrame:

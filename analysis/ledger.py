@@ -41,11 +41,13 @@ CLAIMS = {c.id: c for c in (
                 "on type inference does not lose syntax: the forgetting is the SSM's.",
           ("04_finetuning",), "forgetting after type inference"),
     Claim("C3", "SSM-Interpret shows a spectral shift of the SSM kernels toward high frequencies "
-                "(short-range dependencies) during fine-tuning, strongest in the early layers.",
+                "(short-range dependencies) during fine-tuning: early forward kernels change class (layer 1 "
+                "band- to high-pass under type inference, layer 4 low- to band-pass under both), deeper "
+                "kernels barely move.",
           ("05_ssm_interpret",), "kernels shift to high frequencies"),
-    Claim("C3b", "The pretrained CodeSSM mixes low-, band- and high-pass kernels across layers, and "
-                 "some layers pair directions of opposite kinds (not in the abstract).",
-          ("05_ssm_interpret",), "filter taxonomy of the kernels"),
+    Claim("C3b", "The pretrained CodeSSM's kernels form a filter taxonomy: low-, band- and high-pass kernels "
+                 "across layers, some layers pairing directions of opposite kinds (SSM-Interpret; not in the "
+                 "abstract).", ("05_ssm_interpret",), "filter taxonomy of the kernels"),
     Claim("C4", "Architectural changes guided by the analysis (CodeSSM-HF, CodeSSM-8kernel) "
                 "improve the SSM code model: up to +6 MRR on NL code search, and gains on "
                 "long-context retrieval and type inference.", ("06_modifications",),

@@ -2,7 +2,8 @@
 
 Every chapter calls ``plots.setup()`` once and draws with ``plots.MODEL_COLORS``; the names
 readers see come from one table each (``label`` for models, ``task_label`` for tasks). The
-provenance line under each figure is ``analysis.provenance``'s.
+provenance line under each figure is ``analysis.provenance``'s. The authors' SSM-Interpret
+plane (``interpret_plane``, ``interpret_planes``) is drawn here too.
 """
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.patches import FancyArrowPatch
+from matplotlib.patches import FancyArrowPatch, Rectangle
+
+from .interpret import ssm_interpret
 
 MODEL_COLORS = {
     "codessm": "#1b9e77",
@@ -280,3 +283,72 @@ def c1_per_task(verdict, tasks: dict) -> pd.DataFrame:
                      "layers compared": int(verdict.numbers[f"layers compared, {task}"]),
                      "mean gap": verdict.numbers[f"mean gap {task}"], "low": low, "high": high})
     return pd.DataFrame(rows, columns=["task", "layers ahead", "layers compared", "mean gap", "low", "high"])
+
+
+# ----------------------------------------------------------------------------- SSM-Interpret (chapter 05)
+
+CLASS_COLORS = {"low-pass": "#e6ab02", "band-pass": "#1b9e77", "high-pass": "#386cb0"}
+DIRECTION_MARKERS = {"forward": "^", "backward": "o"}
+
+
+def _class_regions(ax, xlim, ylim) -> None:
+    """The authors' three class regions on the (centroid, log10 LHFR) plane, shaded and named:
+    low-pass x < 0.166, y > 1; band-pass x >= 0.166, 0 <= y <= 1; high-pass x >= 0.166, y < 0."""
+    edge, lo, hi = ssm_interpret.CENTROID_EDGE, ssm_interpret.HIGH_PASS_LOG10, ssm_interpret.LOW_PASS_LOG10
+    boxes = {"low-pass": (xlim[0], edge, hi, ylim[1]), "band-pass": (edge, xlim[1], lo, hi),
+             "high-pass": (edge, xlim[1], ylim[0], lo)}
+    for name, (x0, x1, y0, y1) in boxes.items():          # names in corners the kernels rarely reach
+        if x1 > x0 and y1 > y0:
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, color=CLASS_COLORS[name], alpha=0.12, lw=0, zorder=0))
+            at, ha = ((x0 + 0.004, y0 + 0.12), "left") if name == "low-pass" else ((x1 - 0.004, y0 + 0.12), "right")
+            ax.text(*at, name, ha=ha, va="bottom", fontsize=8, color=CLASS_COLORS[name], weight="bold", zorder=1)
+    ax.axvline(edge, color="0.5", ls="--", lw=0.7)
+    for y in (lo, hi):
+        ax.axhline(y, color="0.5", ls="--", lw=0.7)
+
+
+def interpret_plane(ax, stats, before: str, afters: dict | None = None, clip=(-1.5, 5.0), title: str = "",
+                    limits=None):
+    """The authors' plane for one model: spectral centroid (x, cycles per token) against log10
+    LHFR (y, clipped to ``clip`` for display) of the kernels of checkpoint ``before``
+    (triangles forward, circles backward, each labelled with its layer), the class regions
+    shaded, and an arrow to each later checkpoint's position (``afters``: name -> colour).
+    stats: an ``interpret.ssm_interpret_statistics`` or ``reference.paper_spectra()`` frame;
+    ``limits``: (xlim, ylim), by default ``_plane_limits`` of the kernels shown."""
+    afters = afters or {}
+    keys = ["layer", "direction", *(["kernel"] if "kernel" in stats else [])]
+    base = stats[stats.checkpoint == before].set_index(keys)
+    y = lambda s: s.log10_lhfr.clip(*clip)                              # noqa: E731
+    xlim, ylim = limits or _plane_limits([stats[stats.checkpoint.isin([before, *afters])]], clip)
+    _class_regions(ax, xlim, ylim)
+    for name, colour in afters.items():
+        after = stats[stats.checkpoint == name].set_index(keys).reindex(base.index)
+        for (x0, y0), (x1, y1) in zip(zip(base.spectral_centroid, y(base)), zip(after.spectral_centroid, y(after))):
+            ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color=colour, lw=0.8, alpha=0.8))
+        ax.plot([], [], color=colour, lw=1, label=f"→ {name}")
+    for direction, marker in DIRECTION_MARKERS.items():
+        part = base[base.index.get_level_values("direction") == direction]
+        ax.scatter(part.spectral_centroid, y(part), marker=marker, s=36, color="k" if direction == "forward" else "w",
+                   edgecolor="k", lw=0.7, zorder=3, label=f"{before}, {direction}")
+        for (layer, *_), xv, yv in zip(part.index, part.spectral_centroid, y(part)):
+            ax.annotate(str(layer), (xv, yv), xytext=(3, 3), textcoords="offset points", fontsize=7, zorder=4)
+    ax.set(xlim=xlim, ylim=ylim, xlabel="spectral centroid (cycles per token)", ylabel="log10 LHFR", title=title)
+    ax.legend(fontsize=7, loc="upper right")
+    return ax
+
+
+def interpret_planes(panels: dict, before: str, afters: dict | None = None, clip=(-1.5, 5.0)):
+    """``interpret_plane`` side by side, one panel per ``panels`` entry (title -> stats frame),
+    sharing the y axis; returns the figure."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(WIDE[0], 4.6), sharey=True, squeeze=False)
+    shown = [s[s.checkpoint.isin([before, *(afters or {})])] for s in panels.values()]
+    for ax, (title, stats) in zip(axes[0], panels.items()):
+        interpret_plane(ax, stats, before, afters, clip=clip, title=title, limits=_plane_limits(shown, clip))
+    return fig
+
+
+def _plane_limits(frames, clip) -> tuple:
+    """(xlim, ylim) holding every kernel of ``frames`` and the class boundaries."""
+    c = pd.concat([f.spectral_centroid for f in frames])
+    r = pd.concat([f.log10_lhfr.clip(*clip) for f in frames])
+    return (min(0.0, c.min() - 0.01), max(0.3, c.max() + 0.01)), (min(-1.0, r.min() - 0.3), max(4.5, r.max() + 0.3))
