@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -48,6 +49,7 @@ import papermill
 from filelock import FileLock
 from IPython.display import Markdown, display
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
 from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 from traitlets import CaselessStrEnum
@@ -190,9 +192,16 @@ def to_notebook(md: Path, out: Path) -> Path:
 
 
 class IPCKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernels listen on IPC sockets (beside their connection file in
-    Jupyter's runtime directory) rather than localhost TCP ports."""
+    """A kernel manager whose kernels listen on IPC sockets in Jupyter's runtime directory
+    (private to the user; removed when the kernel shuts down) rather than localhost TCP ports."""
     transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    def _ip_default(self) -> str:
+        """The sockets' path prefix: absolute and unique (jupyter_client's default,
+        ``kernel-ipc``, is relative to the current directory and shared by every kernel there)."""
+        runtime = Path(jupyter_runtime_dir())
+        runtime.mkdir(parents=True, exist_ok=True)
+        return str(runtime / f"analysis-{uuid.uuid4().hex[:12]}-ipc")
 
 
 def hide_injected(nb_path: Path) -> None:

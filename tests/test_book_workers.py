@@ -60,11 +60,12 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_a_chapter_with_pool_jobs_ends_with_no_traceback_and_no_warning(env, capfd):
+def test_a_chapter_with_pool_jobs_ends_with_no_traceback_and_no_warning(env, capfd, monkeypatch):
     """When a chapter ends, its kernel is interrupted (SIGINT to its process group) and shut
     down: idle workers must not print KeyboardInterrupt tracebacks, and a kernel over IPC has
-    no unencrypted-TCP warning to print."""
+    no unencrypted-TCP warning to print (nor leaves its sockets in the current directory)."""
     src = env / "book"
+    monkeypatch.chdir(env)
     _chapter(src, "01_jobs", "import time\nfrom analysis import workers\n"
                              "assert workers.run_jobs([(time.sleep, (0.1,))] * 2, 'naps', workers=2) == [None, None]")
     capfd.readouterr()
@@ -73,6 +74,7 @@ def test_a_chapter_with_pool_jobs_ends_with_no_traceback_and_no_warning(env, cap
     log = out + err
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
     assert "without encryption" not in log, log
+    assert not list(env.rglob("*ipc*")), "IPC sockets left in the working directory"
     cells = nbformat.read(src / "01_jobs.ipynb", as_version=4).cells
     injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]  # hidden in the HTML
