@@ -3,8 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= default
+# MathJax 3, served with the book (math renders with no network): fetched once from the npm
+# registry into .cache/npm, its parts the pages use copied into _static/mathjax (git-ignored).
+NPM ?= npm
+MATHJAX_VERSION := 3.2.2
+MATHJAX_TGZ := .cache/npm/mathjax-$(MATHJAX_VERSION).tgz
+MATHJAX := _static/mathjax/tex-mml-chtml.js
 
-.PHONY: book test pytest chapters html venv clean clean-cache
+.PHONY: book test pytest chapters html venv mathjax clean clean-cache
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,12 +21,28 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 
 venv: $(VENV)/.installed
 
+$(MATHJAX_TGZ):
+	@command -v $(NPM) >/dev/null 2>&1 || { echo "error: npm is needed once, to fetch MathJax $(MATHJAX_VERSION) from the npm registry for the HTML book (install Node.js/npm, e.g. apt-get install npm, or set NPM=/path/to/npm)" >&2; exit 1; }
+	mkdir -p $(@D)
+	cd $(@D) && $(NPM) pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
+	test -s $@
+
+$(MATHJAX): $(MATHJAX_TGZ)
+	rm -rf _static/mathjax .cache/npm/mathjax && mkdir -p _static/mathjax/output .cache/npm/mathjax
+	tar -xzf $< -C .cache/npm/mathjax
+	cd .cache/npm/mathjax/package && cp LICENSE es5/tex-mml-chtml.js $(CURDIR)/_static/mathjax/ && \
+		cp -r es5/input es5/ui es5/a11y $(CURDIR)/_static/mathjax/ && cp -r es5/output/chtml $(CURDIR)/_static/mathjax/output/
+	rm -rf .cache/npm/mathjax
+	touch $@
+
+mathjax: $(MATHJAX)
+
 ## make book: execute every chapter with papermill under PROFILE (default); the runner then builds the HTML.
-book: venv
+book: venv mathjax
 	$(PY) -m analysis.book run --profile $(PROFILE)
 
 ## make test: the pytest suite, then every chapter under the smoke profile, then the HTML.
-test: venv
+test: venv mathjax
 	$(PY) -m pytest -q -m "not browser"
 	$(PY) -m analysis.book run --profile smoke --no-html
 	$(PY) -m analysis.book html --strict

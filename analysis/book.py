@@ -17,6 +17,12 @@ another chapter is. A run manifest (chapter, parameters, git commit, package ver
 wall time, status) is written to ``<run dir>/manifest.json``; the run dir is
 ``$ANALYSIS_RUN_DIR`` or ``_build/run``.
 
+Kernels are started over IPC (Unix sockets in Jupyter's runtime directory), not over
+localhost TCP: nothing else on the machine can connect to them, and ipykernel has no reason
+to warn that the channel is unencrypted. papermill's injected cell (tagged
+``injected-parameters``) is tagged ``remove-cell`` too, so the page shows the chapter's own
+``parameters`` cell and its "Re-run this chapter" note, not a second parameters cell.
+
 ``html`` builds the book with Jupyter Book 1.x from the executed notebooks (it never
 re-executes them: ``execute_notebooks: off``), into ``_build/html``.
 """
@@ -32,16 +38,21 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import jupytext
+import nbformat
 import papermill
 from filelock import FileLock
 from IPython.display import Markdown, display
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
 from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
+from traitlets import CaselessStrEnum
 
 from . import config
 from .cache import write_json_atomic
@@ -51,6 +62,8 @@ from .workers import check_workers
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 INTRO = "00"
+INJECTED = "injected-parameters"  # papermill's tag on the cell it adds
+MATHJAX = ROOT / "_static" / "mathjax" / "tex-mml-chtml.js"  # _config.yml's mathjax_path; `make mathjax`
 PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "scipy", "pandas", "scikit-learn",
             "matplotlib", "seaborn", "tree-sitter", "tree-sitter-python", "papermill",
             "jupytext", "jupyter-book", "mamba-ssm")
@@ -178,6 +191,31 @@ def to_notebook(md: Path, out: Path) -> Path:
     return out
 
 
+class IPCKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernels listen on IPC sockets in Jupyter's runtime directory
+    (private to the user; removed when the kernel shuts down) rather than localhost TCP ports."""
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    def _ip_default(self) -> str:
+        """The sockets' path prefix: absolute and unique (jupyter_client's default,
+        ``kernel-ipc``, is relative to the current directory and shared by every kernel there)."""
+        runtime = Path(jupyter_runtime_dir())
+        runtime.mkdir(parents=True, exist_ok=True)
+        return str(runtime / f"analysis-{uuid.uuid4().hex[:12]}-ipc")
+
+
+def hide_injected(nb_path: Path) -> None:
+    """Tag papermill's injected parameters cell of the executed notebook ``remove-cell``: the
+    HTML shows the chapter's own parameters cell (and the re-run note), the notebook keeps both."""
+    nb = nbformat.read(nb_path, as_version=4)
+    injected = [c for c in nb.cells if INJECTED in c.metadata.get("tags", [])
+                and "remove-cell" not in c.metadata["tags"]]
+    for cell in injected:
+        cell.metadata["tags"].append("remove-cell")
+    if injected:
+        nbformat.write(nb, nb_path)
+
+
 @dataclass
 class ChapterFailure(Exception):
     chapter: str
@@ -193,16 +231,23 @@ class ChapterFailure(Exception):
 
 
 def execute(md: Path, parameters: dict, out_dir: Path = BOOK) -> Path:
-    """Execute one chapter with papermill; raises ``ChapterFailure`` with the failing cell."""
+    """Execute one chapter with papermill; raises ``ChapterFailure`` with the failing cell, or
+    ``KeyboardInterrupt`` if the run was interrupted (the kernel reports it as the cell's error)."""
 
     src = to_notebook(md, run_dir() / "src" / (md.stem + ".ipynb"))
     out = out_dir / (md.stem + ".ipynb")
     try:
         papermill.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3",
-                                   cwd=str(md.parent), progress_bar=False, report_mode=False)
+                                   cwd=str(md.parent), progress_bar=False, report_mode=False,
+                                   kernel_manager_class=IPCKernelManager)
     except PapermillExecutionError as err:
+        if err.ename == "KeyboardInterrupt":
+            raise KeyboardInterrupt(f"chapter {md.stem} interrupted at cell {err.exec_count}") from None
         index, source = _failed_cell(out)
         raise ChapterFailure(md.stem, index, source, f"{err.ename}: {err.evalue}") from None
+    finally:
+        if out.exists():
+            hide_injected(out)
     return out
 
 
@@ -301,11 +346,15 @@ def run(profile: str = "default", only: list[str] | None = None, overrides: dict
 
 
 def html(strict: bool = False) -> Path:
-    """Build ``_build/html`` from the executed notebooks with Jupyter Book 1.x."""
+    """Build ``_build/html`` from the executed notebooks with Jupyter Book 1.x, with the
+    MathJax that ``make mathjax`` put in ``_static/mathjax`` (the pages load nothing online)."""
     missing = [p.stem for p in chapters() if not (BOOK / (p.stem + ".ipynb")).exists()]
     if missing:
         raise SystemExit(f"error: chapters not executed yet: {', '.join(missing)}; "
                          "run `python -m analysis.book run` first")
+    if not MATHJAX.exists():
+        raise SystemExit(f"error: MathJax is missing ({MATHJAX.relative_to(ROOT)}): run `make mathjax` "
+                         "once (it fetches MathJax 3 with npm), so the pages render their math offline")
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "--path-output", str(ROOT), "--all"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
@@ -351,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     except ChapterFailure as failure:
         print(f"\nerror: {failure}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as stop:
+        print(f"\ninterrupted: {stop or 'Ctrl-C'} (recorded in {run_dir() / 'manifest.json'})", file=sys.stderr)
+        return 130
     done = [(k, v["wall_s"]) for k, v in manifest["chapters"].items() if v["status"] == "ok"]
     print("executed: " + ", ".join(f"{k} ({s:.0f}s)" for k, s in done))
     if args.html:

@@ -72,7 +72,7 @@ from . import models
 from .cache import config_key, save_atomic, write_json_atomic
 from .data import finetune_dataset, load_tokenizer, pretraining_texts
 from .data.tokenizer import tokenizer_key
-from .workers import in_worker
+from .workers import in_worker, job_progress
 
 PRETRAIN_VERSION = "3"  # 2: base model + head (state-dict keys ``codessm.*``, ``bimamba.*``); 3: length buckets
 BUCKET_BATCHES = 64     # batches per length bucket of the pretraining batches
@@ -232,11 +232,14 @@ def parameter_groups(params: list, weight_decay: float, lr: float) -> list[dict]
 def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weight_decay: float,
         warmup: int, state_dir: Path | None = None, log_every: int = 10, desc: str = "training",
         extra_params=(), generators: Sequence[torch.Generator] = (), count: Callable = batch_rows,
-        mixed_precision: str = "no", stop: Callable[[int], bool] | None = None) -> pd.DataFrame:
+        mixed_precision: str = "no", stop: Callable[[int], bool] | None = None,
+        progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """The shared loop: AdamW + linear warm-up/decay for ``steps`` steps over ``batches``,
     resuming from ``state_dir``. Returns the log (step, loss, seconds). ``stop(step)``, if
     given, is asked after every step and ends the loop early when it returns True (early
-    stopping; the schedule stays the one of ``steps``).
+    stopping; the schedule stays the one of ``steps``). ``progress(step, steps)``, if given, is
+    called after every step; in a worker process it defaults to the one that shows the steps
+    in the parent's bar (``workers.job_progress``), elsewhere the loop's own bar shows them.
 
     The model is moved to ``training_device()`` and each batch (this process's ``shard`` of it)
     with ``to_device``; ``extra_params`` must already be there. ``loss_fn(model, batch)`` is a
@@ -267,6 +270,7 @@ def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weig
     t0 = time.perf_counter()
     quiet = {"disable": True} if in_worker() or not accelerator.is_main_process else {}  # else tqdm's defaults
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=False, **quiet)
+    progress = progress or job_progress(desc)
     for step in bar:
         loss = _local_loss(accelerator, model, loss_fn, next(batches), count, f"{desc}, step {step + 1}")
         value = (accelerator.reduce(loss.detach(), "mean") if accelerator.num_processes > 1 else loss).item()
@@ -283,6 +287,8 @@ def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weig
         sched.step()
         opt.zero_grad(set_to_none=True)
         window.append(value)
+        if progress is not None:
+            progress(step + 1, steps)
         if (step + 1) % log_every == 0 or step + 1 == steps:
             rows.append({"step": step + 1, "loss": float(np.mean(window)),
                           "seconds": elapsed + time.perf_counter() - t0})

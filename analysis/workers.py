@@ -13,7 +13,15 @@ bad value fails before any chapter runs.
 The pool is started on first use and kept (a worker's imports take seconds; a chapter runs
 dozens of jobs). Workers are spawned, not forked: forking is unsafe once torch has started
 its OpenMP threads. A worker exits when its parent dies (SIGKILL, SIGTERM, a crash): a thread
-in each worker checks its parent's pid every ``PARENT_CHECK_S`` seconds. A job must be a
+in each worker checks its parent's pid every ``PARENT_CHECK_S`` seconds. Workers ignore
+SIGINT: Ctrl-C (or a Jupyter kernel's interrupt, which signals the kernel's whole process
+group, also when the kernel shuts down) is the parent's to handle; an interrupted
+``run_jobs`` ends the workers at once (``shutdown(kill=True)``), and at exit the idle pool is
+shut down cleanly.
+
+A job reports progress through ``job_progress(desc)``: in a worker, a callback
+``progress(step, steps)`` that posts to the parent over a queue (at most every
+``STEP_POST_S`` seconds); ``run_jobs`` drains it into one bar per running job's loop. A job must be a
 module-level function with picklable arguments; two jobs building the same cache artifact
 are safe (``cache.cached`` locks it: the second waits), but the caller builds shared
 artifacts first so that the workers do not wait on each other.
@@ -23,10 +31,13 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
+import itertools
 import os
+import queue
+import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Sequence
 
 import torch
@@ -36,9 +47,12 @@ from tqdm.auto import tqdm
 log = logging.getLogger(__name__)
 WORKERS_ENV = "ANALYSIS_WORKERS"
 PARENT_CHECK_S = 1.0
+STEP_POST_S = 0.5  # a worker posts its step count at most this often (and at the last step)
 _ONE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-_POOL: dict = {"pool": None, "workers": 0, "atexit": False, "context": None}
+_POOL: dict = {"pool": None, "workers": 0, "atexit": False, "context": None, "steps": None}
 _IN_WORKER = False  # set by the initializer, in the worker processes only
+_JOB: dict = {"steps": None, "tag": None}  # in a worker: the queue to the parent, the running job's tag
+_CALLS = itertools.count()  # tags a run_jobs call's step messages, so a late one of an earlier call is dropped
 _CAPPED_WARNED: set = set()
 
 
@@ -81,14 +95,19 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _one_thread_worker(parent: int | None = None) -> None:
-    """Pool initializer: exit when ``parent`` dies, one BLAS/OpenMP/torch thread per worker (the
-    workers are the parallelism), and no progress bars (the caller shows one bar for all jobs). ``TQDM_DISABLE``
-    reaches bars only if tqdm is imported after it: a spawned worker first re-imports the
-    caller's main script, which may have imported tqdm already; so loops that show bars
-    also ask ``in_worker()``."""
+def _one_thread_worker(parent: int | None = None, steps=None) -> None:
+    """Pool initializer: ignore SIGINT (the parent's to handle), exit when ``parent`` dies, one
+    BLAS/OpenMP/torch thread per worker (the workers are the parallelism), no progress bars of
+    its own (its loops post their steps to the ``steps`` queue; the caller shows the bars).
+    ``TQDM_DISABLE`` reaches bars only if tqdm is imported after it: a spawned worker first
+    re-imports the caller's main script, which may have imported tqdm already; so loops that
+    show bars also ask ``in_worker()``."""
     global _IN_WORKER
     _IN_WORKER = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if steps is not None:
+        steps.cancel_join_thread()  # a step message not yet read never holds up the worker's exit
+        _JOB["steps"] = steps
     if parent is not None:
         _exit_with_parent(parent)
     for name in _ONE_THREAD_ENV:  # for libraries loaded later in the worker
@@ -101,6 +120,33 @@ def _one_thread_worker(parent: int | None = None) -> None:
 def in_worker() -> bool:
     """True in a process of the pool (where progress bars are left to the caller)."""
     return _IN_WORKER
+
+
+def job_progress(desc: str) -> Callable[[int, int], None] | None:
+    """In a job of ``run_jobs`` running in a worker: a callback ``progress(step, steps)`` (steps
+    done of ``steps``) that posts to the parent, which shows it as a bar named ``desc``; at most
+    every ``STEP_POST_S`` seconds, and always the last step. ``None`` anywhere else (a loop in
+    the calling process shows its own bar)."""
+    steps_queue, tag = _JOB["steps"], _JOB["tag"]
+    if steps_queue is None or tag is None:
+        return None
+    last = [-STEP_POST_S]
+
+    def post(step: int, steps: int) -> None:
+        now = time.monotonic()
+        if step >= steps or now - last[0] >= STEP_POST_S:
+            last[0] = now
+            steps_queue.put((tag, desc, step, steps))
+    return post
+
+
+def _job(tag: tuple, fn: Callable, args: tuple):
+    """In a worker: ``fn(*args)``, with ``tag`` (call, job index) on its step messages."""
+    _JOB["tag"] = tag
+    try:
+        return fn(*args)
+    finally:
+        _JOB["tag"] = None
 
 
 def _context() -> tuple:
@@ -116,25 +162,58 @@ def _pool(workers: int):
     pool = _POOL["pool"]
     if pool is not None and (_POOL["workers"] != workers or _POOL["context"] != _context()
                              or getattr(pool, "_broken", False)):
-        pool.shutdown(cancel_futures=True)
+        shutdown()
         pool = None
     if pool is None:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_one_thread_worker, initargs=(os.getpid(),))
+        ctx = multiprocessing.get_context("spawn")
+        steps = ctx.Queue()
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_one_thread_worker,
+                                   initargs=(os.getpid(), steps))
         if not _POOL["atexit"]:
-            atexit.register(lambda: _POOL["pool"] is not None and _POOL["pool"].shutdown(cancel_futures=True))
+            atexit.register(shutdown)
             _POOL["atexit"] = True
-        _POOL.update(pool=pool, workers=workers, context=_context())
+        _POOL.update(pool=pool, workers=workers, context=_context(), steps=steps)
     return pool
+
+
+def shutdown(kill: bool = False) -> None:
+    """End the kept pool, if any: idle workers are told to exit and joined; with ``kill`` the
+    workers are terminated first, so jobs still running end now (an interrupt)."""
+    pool, steps = _POOL["pool"], _POOL.get("steps")
+    _POOL.update(pool=None, workers=0, context=None, steps=None)
+    if pool is None:
+        return
+    if kill:  # ProcessPoolExecutor has no public way (before Python 3.14) to stop a running job
+        for proc in list((pool._processes or {}).values()):
+            proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+    if steps is not None:
+        steps.close()
+        steps.cancel_join_thread()
+
+
+def _drain(steps, call: int, bars: dict, show: bool) -> None:
+    """Move the step messages of run ``call`` from the workers into ``bars`` (one per job's loop)."""
+    while True:
+        try:
+            (tag_call, index), desc, step, total = steps.get_nowait()
+        except queue.Empty:
+            return
+        if tag_call != call:
+            continue
+        bar = bars.get((index, desc))
+        if bar is None:
+            bar = bars[index, desc] = tqdm(total=total, desc=desc, leave=False, disable=not show)
+        bar.update(step - bar.n)
 
 
 def run_jobs(jobs: Sequence[tuple[Callable, tuple]], desc: str, progress: bool = True,
              workers: int | None = None) -> list:
     """``[fn(*args) for fn, args in jobs]``, computed by ``workers`` (default
     ``worker_count()``) processes, started in list order (put the longest first). The first
-    failing job raises its error and cancels the jobs not yet started; so does an interrupt."""
-
-
+    failing job raises its error and cancels the jobs not yet started. An interrupt (Ctrl-C,
+    SIGTERM's ``SystemExit``) ends the workers, running jobs included, and re-raises. The
+    steps that jobs post (``job_progress``) show as a bar per running loop under the jobs' bar."""
     workers = min(worker_count() if workers is None else workers, len(jobs))
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)
     try:
@@ -144,16 +223,29 @@ def run_jobs(jobs: Sequence[tuple[Callable, tuple]], desc: str, progress: bool =
                 results.append(fn(*args))
                 bar.update(1)
             return results
-        pool = _pool(workers)
-        futures = [pool.submit(fn, *args) for fn, args in jobs]
+        pool, call, step_bars = _pool(workers), next(_CALLS), {}
+        steps = _POOL["steps"]
+        futures = {pool.submit(_job, (call, i), fn, args): i for i, (fn, args) in enumerate(jobs)}
+        pending = set(futures)
         try:
-            for done in as_completed(futures):
-                done.result()
-                bar.update(1)
-        except BaseException:  # incl. KeyboardInterrupt: do not wait for the queued jobs
+            while pending:
+                done, pending = wait(pending, timeout=STEP_POST_S, return_when=FIRST_COMPLETED)
+                _drain(steps, call, step_bars, progress)
+                for f in done:
+                    f.result()
+                    bar.update(1)
+                    for key in [k for k in step_bars if k[0] == futures[f]]:
+                        step_bars.pop(key).close()
+        except Exception:  # a failed job: the jobs not yet started are not
             for f in futures:
                 f.cancel()
             raise
+        except BaseException:  # KeyboardInterrupt, SystemExit: the running jobs end too
+            shutdown(kill=True)
+            raise
+        finally:
+            for b in step_bars.values():
+                b.close()
         return [f.result() for f in futures]
     finally:
         bar.close()

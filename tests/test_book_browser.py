@@ -1,6 +1,8 @@
 """The rendered book, opened in a real (headless) Chromium: every page loads, every internal
-link resolves (file and anchor), every image is present and decoded. Runs after the book is
-built (``make test`` runs it last); skipped with a message where Chromium is not installed."""
+link resolves (file and anchor), every image is present and decoded; with the network off,
+the math renders (MathJax is served with the book) and no page needs anything online; no page
+shows a second parameters cell. Runs after the book is built (``make test`` runs it last);
+skipped with a message where Chromium is not installed."""
 import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -79,3 +81,58 @@ def test_intro_screenshot(browser):
     page.screenshot(path=str(out), full_page=True)
     page.close()
     assert out.stat().st_size > 10_000
+
+
+@pytest.fixture
+def offline(browser):
+    """A page with the network off (every request that is not a file of the book is aborted
+    and recorded) -> (page, blocked URLs)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1400}, offline=True)
+    blocked = []
+
+    def local_only(route):
+        if route.request.url.startswith("file:"):
+            return route.continue_()
+        blocked.append(route.request.url)
+        return route.abort()
+
+    context.route("**/*", local_only)
+    page = context.new_page()
+    yield page, blocked
+    context.close()
+
+
+_TEXT_OUTSIDE_CODE = """() => {
+    const body = document.body.cloneNode(true);
+    body.querySelectorAll('pre, script, style, .highlight, mjx-assistive-mml').forEach(e => e.remove());
+    return body.textContent;
+}"""
+
+
+def test_formulas_render_with_the_network_off(offline):
+    page, blocked = offline
+    page.goto((HTML / "book" / "05_ssm_interpret.html").as_uri())
+    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
+    page.evaluate("() => MathJax.startup.promise")  # typesetting done
+    math = page.evaluate("""() => Array.from(document.querySelectorAll('span.math, div.math'))
+                               .map(e => e.querySelector('mjx-container') !== null)""")
+    assert len(math) >= 5 and all(math), f"{math.count(False)} of {len(math)} formulas not typeset"
+    text = page.evaluate(_TEXT_OUTSIDE_CODE)
+    raw = [m for m in ("\\(", "\\[") if m in text]
+    assert not raw, f"raw LaTeX delimiters {raw} left on the page"
+    assert not blocked, f"the page asked the network for {blocked}"
+
+
+def test_no_chapter_page_shows_a_second_parameters_cell(offline):
+    page, _ = offline
+    problems = []
+    for html in _pages():
+        page.goto(html.as_uri())
+        cells = page.evaluate("""() => Array.from(document.querySelectorAll('div.cell'))
+                                   .map(c => [c.className, c.querySelector('.cell_input')?.textContent ?? ''])""")
+        injected = [c for c, _ in cells if "tag_injected-parameters" in c]
+        own = [c for c, _ in cells if "tag_parameters" in c.split()]
+        papermill = [src for _, src in cells if src.lstrip().startswith("# Parameters")]
+        if injected or papermill or len(own) > 1:
+            problems.append(f"{html.name}: {len(own)} parameters cell(s), {len(injected) + len(papermill)} injected")
+    assert not problems, "\n".join(problems)
