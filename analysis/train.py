@@ -72,7 +72,7 @@ from . import models
 from .cache import config_key, save_atomic, write_json_atomic
 from .data import finetune_dataset, load_tokenizer, pretraining_texts
 from .data.tokenizer import tokenizer_key
-from .workers import in_worker
+from .workers import in_worker, single_threaded
 
 PRETRAIN_VERSION = "3"  # 2: base model + head (state-dict keys ``codessm.*``, ``bimamba.*``); 3: length buckets
 BUCKET_BATCHES = 64     # batches per length bucket of the pretraining batches
@@ -229,6 +229,7 @@ def parameter_groups(params: list, weight_decay: float, lr: float) -> list[dict]
             for (no_decay, scale), ps in groups.items()]
 
 
+@single_threaded()
 def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weight_decay: float,
         warmup: int, state_dir: Path | None = None, log_every: int = 10, desc: str = "training",
         extra_params=(), generators: Sequence[torch.Generator] = (), count: Callable = batch_rows,
@@ -250,7 +251,8 @@ def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weig
     So a run interrupted and resumed ends with bit for bit the weights of one never
     interrupted. The state is read with ``weights_only=True`` (tensors, numbers, strings, lists,
     dicts: never code). A non-finite loss raises ``FloatingPointError`` naming the step and the
-    learning rate."""
+    learning rate. It runs on one thread (``workers.single_threaded``), so the same call gives
+    the same bits in any process."""
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision(mixed_precision),
                               device_placement=False)  # placement is ours: training_device, to_device
     device = training_device()
@@ -538,12 +540,14 @@ def windows(encoded: list[list[int]], length: int, bos: int, eos: int) -> list[l
     return out
 
 
+@single_threaded()
 def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts=None, tokenizer=None,
                   valid_texts=None, key: dict | None = None) -> None:
     """Pretrain ``model_name`` under ``cfg`` with masked-LM and write its checkpoint (weights,
     tokenizer, ``log.csv``, ``meta.json`` with the held-out MLM loss and the unigram baseline)
     to ``out`` (the main process; the others wait for it). ``texts``, ``tokenizer``,
-    ``valid_texts`` replace the profile's data (tests)."""
+    ``valid_texts`` replace the profile's data (tests). One thread from the initial weights to
+    the held-out loss (``workers.single_threaded``)."""
     tokenizer = tokenizer or load_tokenizer(cfg)
     texts = texts if texts is not None else pretraining_texts(cfg, docstrings=cfg.pretrain_docstrings)
     if valid_texts is None:
