@@ -73,6 +73,23 @@ def test_fine_tuning_gives_the_same_bits_however_it_is_scheduled(three_ways):
     assert len({r["finetuned"] for r in three_ways.values()}) == 1, three_ways
 
 
+LEDGERS_ENV = "REPRODUCE_LEDGERS"  # "run dir a,run dir b": set by `make reproducible`
+
+
+@pytest.mark.skipif(not os.environ.get(LEDGERS_ENV), reason=f"compares two book runs: {LEDGERS_ENV}=dir_a,dir_b")
+def test_two_builds_of_the_book_write_the_same_ledger():
+    """Every ledger record (numbers, intervals, verdicts, notes) of one book run equals the other's:
+    `make reproducible` builds the smoke book into two empty caches, with ANALYSIS_WORKERS=1 and 2."""
+    a, b = (Path(p) / "ledger" for p in os.environ[LEDGERS_ENV].split(","))
+    names = sorted(p.name for p in a.glob("*.json"))
+    assert names and names == sorted(p.name for p in b.glob("*.json")), (a, b)
+    differ = {}
+    for name in names:
+        ra, rb = (json.loads((d / name).read_text()) for d in (a, b))
+        differ.update({f"{name}: {k}": (ra.get(k), rb.get(k)) for k in ra.keys() | rb.keys() if ra.get(k) != rb.get(k)})
+    assert not differ, differ
+
+
 def test_single_threaded_fixes_threads_and_kernels_within_and_restores_them():
     torch.set_num_threads(2)
     try:
