@@ -18,7 +18,8 @@ count. ``single_threaded()`` therefore runs every training run (``train.fit``,
 ``train.pretrain_into``, ``finetune.train_task``), every score and every probe on one thread,
 with torch's deterministic algorithms on, in the pool and in the calling process alike: one
 cache key, one set of bits, whatever ``$ANALYSIS_WORKERS``, ``$OMP_NUM_THREADS`` or the jobs
-beside it (``tests/test_determinism.py``). One thread is what a worker has anyway, and a
+beside it (``tests/test_determinism.py``; ``$OMP_NUM_THREADS`` read at import changes nothing
+once the thread count is set). One thread is what a worker has anyway, and a
 worker's way (one thread a job, jobs side by side) is this kind of model's faster one.
 
 The pool is started on first use and kept (a worker's imports take seconds; a chapter runs
@@ -37,8 +38,8 @@ import multiprocessing
 import os
 import threading
 import time
-from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import torch
