@@ -10,7 +10,7 @@ MATHJAX_VERSION := 3.2.2
 MATHJAX_TGZ := .cache/npm/mathjax-$(MATHJAX_VERSION).tgz
 MATHJAX := _static/mathjax/tex-mml-chtml.js
 
-.PHONY: book test pytest chapters html venv mathjax clean clean-cache
+.PHONY: book test pytest chapters html venv mathjax clean clean-cache reproducible
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ test: venv mathjax
 	$(PY) -m analysis.book run --profile smoke --no-html
 	$(PY) -m analysis.book html --strict
 	$(PY) -m pytest -q -m browser
+
+## make reproducible: the chapters that write the ledger, under the smoke profile, twice into empty
+## caches (ANALYSIS_WORKERS=1, then 2); the two ledgers must hold the same numbers.
+REPRO := $(CURDIR)/_build/reproducible
+reproducible: venv
+	rm -rf $(REPRO)
+	for w in 1 2; do ANALYSIS_WORKERS=$$w ANALYSIS_CACHE=$(REPRO)/cache$$w ANALYSIS_RUN_DIR=$(REPRO)/run$$w \
+		$(PY) -m analysis.book run --profile smoke --no-html --only 03 04 05 06 || exit 1; done
+	REPRODUCE_LEDGERS=$(REPRO)/run1,$(REPRO)/run2 $(PY) -m pytest -q tests/test_determinism.py -k ledger
 
 clean:
 	rm -rf _build book/*.ipynb

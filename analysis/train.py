@@ -45,6 +45,11 @@ loss at equal tokens). Each function contributes its first ``max_length`` tokens
 at ``mask_prob`` over the non-special tokens, and the LM head runs only at the masked
 positions (``models.encoder.masked_lm_output``).
 
+Reproducibility. ``fit`` and ``pretrain_into`` run on one thread with torch's deterministic
+algorithms (``workers.single_threaded``), so one key gives one set of weights on one machine
+and library versions, in the pool or not; ``bits_by_schedule`` measures it, and that another
+vector width (AVX2 for AVX-512) gives other bits.
+
 ``pretrain_into(model, cfg, out, state_dir)`` trains one model and writes its checkpoint;
 caching and training on demand are ``analysis.checkpoints``' job. ``pretrain_key`` and
 ``random_key`` name a pretrained and a random-init encoder in every cache key. Partial state
@@ -56,7 +61,12 @@ context scores about this much.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import pickle
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -72,7 +82,7 @@ from . import models
 from .cache import config_key, save_atomic, write_json_atomic
 from .data import finetune_dataset, load_tokenizer, pretraining_texts
 from .data.tokenizer import tokenizer_key
-from .workers import in_worker, job_progress
+from .workers import in_worker, job_progress, single_threaded
 
 PRETRAIN_VERSION = "3"  # 2: base model + head (state-dict keys ``codessm.*``, ``bimamba.*``); 3: length buckets
 BUCKET_BATCHES = 64     # batches per length bucket of the pretraining batches
@@ -229,6 +239,7 @@ def parameter_groups(params: list, weight_decay: float, lr: float) -> list[dict]
             for (no_decay, scale), ps in groups.items()]
 
 
+@single_threaded()
 def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weight_decay: float,
         warmup: int, state_dir: Path | None = None, log_every: int = 10, desc: str = "training",
         extra_params=(), generators: Sequence[torch.Generator] = (), count: Callable = batch_rows,
@@ -253,7 +264,8 @@ def fit(model, batches: Iterator, loss_fn: Callable, steps: int, lr: float, weig
     So a run interrupted and resumed ends with bit for bit the weights of one never
     interrupted. The state is read with ``weights_only=True`` (tensors, numbers, strings, lists,
     dicts: never code). A non-finite loss raises ``FloatingPointError`` naming the step and the
-    learning rate."""
+    learning rate. It runs on one thread (``workers.single_threaded``), so the same call gives
+    the same bits in any process."""
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision(mixed_precision),
                               device_placement=False)  # placement is ours: training_device, to_device
     device = training_device()
@@ -544,12 +556,14 @@ def windows(encoded: list[list[int]], length: int, bos: int, eos: int) -> list[l
     return out
 
 
+@single_threaded()
 def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts=None, tokenizer=None,
                   valid_texts=None, key: dict | None = None) -> None:
     """Pretrain ``model_name`` under ``cfg`` with masked-LM and write its checkpoint (weights,
     tokenizer, ``log.csv``, ``meta.json`` with the held-out MLM loss and the unigram baseline)
     to ``out`` (the main process; the others wait for it). ``texts``, ``tokenizer``,
-    ``valid_texts`` replace the profile's data (tests)."""
+    ``valid_texts`` replace the profile's data (tests). One thread from the initial weights to
+    the held-out loss (``workers.single_threaded``)."""
     tokenizer = tokenizer or load_tokenizer(cfg)
     texts = texts if texts is not None else pretraining_texts(cfg, docstrings=cfg.pretrain_docstrings)
     if valid_texts is None:
@@ -581,3 +595,50 @@ def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts
             "key": config_key(key or pretrain_key(model_name, cfg), PRETRAIN_VERSION)}
     write_json_atomic(out / "meta.json", meta)
     wait_for_everyone()
+
+
+def weights_digest(model_name: str, cfg, steps: int, fixed: bool = True) -> str:
+    """The sha256 (16 hex digits) of ``model_name``'s weights after ``steps`` pretraining steps
+    of ``cfg`` (its seeded initial weights, batches and masks, on at most 256 of its functions)
+    through ``fit`` (``fixed``) or through ``fit``'s loop on the caller's threads, as before
+    ``workers.single_threaded`` (``fixed=False``)."""
+    tokenizer = load_tokenizer(cfg)
+    encoded = _encode(tokenizer, pretraining_texts(cfg)[:256], cfg.max_length)
+    model = models.build(model_name, cfg, len(tokenizer), tokenizer.pad_token_id, run_seed(cfg))
+    gen = torch.Generator().manual_seed(run_seed(cfg))
+    batches = Batches(encoded, cfg.batch_size, run_seed(cfg), masked(tokenizer, cfg.mask_prob, gen),
+                      lengths=[len(e) for e in encoded])
+    (fit if fixed else fit.__wrapped__)(model, batches, mlm_objective, steps, cfg.lr, cfg.weight_decay, 1,
+                                        desc="reproducibility", generators=(gen,), count=masked_count)
+    flat = b"".join(t.detach().cpu().contiguous().numpy().tobytes() for t in model.state_dict().values())
+    return hashlib.sha256(flat).hexdigest()[:16]
+
+
+NARROWER = {"AVX512": ("avx2", "AVX2"), "AVX2": ("default", "SSE4_2")}  # (ATen's, MKL's) next ISA down
+
+
+def bits_by_schedule(model_name: str, cfg, steps: int = 3) -> pd.DataFrame:
+    """``weights_digest`` through ``fit`` and through its loop unfixed, at 1 and 2 threads of
+    this process, and through ``fit`` in a process whose ATen and MKL kernels use the next
+    narrower vector instructions (``ATEN_CPU_CAPABILITY``, ``MKL_ENABLE_INSTRUCTIONS``): as on
+    another CPU. Columns: training, threads, vector instructions, weights."""
+    threads, rows, isa = torch.get_num_threads(), [], torch.backends.cpu.get_cpu_capability()
+    try:
+        for fixed in (True, False):
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                rows.append({"training": "fit (one thread)" if fixed else "the loop on the process's threads",
+                             "threads": n, "vector instructions": isa,
+                             "weights": weights_digest(model_name, cfg, steps, fixed)})
+    finally:
+        torch.set_num_threads(threads)
+    if isa in NARROWER:
+        aten, mkl = NARROWER[isa]
+        code = ("import pickle, sys; from analysis.train import weights_digest; "
+                f"print(weights_digest(*pickle.loads(bytes.fromhex({pickle.dumps((model_name, cfg, steps)).hex()!r}))))")
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": aten, "MKL_ENABLE_INSTRUCTIONS": mkl, "TQDM_DISABLE": "1",
+               "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        rows.append({"training": "fit (one thread)", "threads": threads, "vector instructions": aten.upper(),
+                     "weights": proc.stdout.split()[-1]})
+    return pd.DataFrame(rows)

@@ -10,6 +10,18 @@ most the CPU count: more is capped with a warning; default ``min(2, os.cpu_count
 every job in the calling process, in order. The runner calls ``check_workers()`` first, so a
 bad value fails before any chapter runs.
 
+Reproducible bits. On the CPU a sum split over threads is added up in another order with
+another thread count, so float32 results differ in their low bits, and training compounds
+the differences step by step: torch's reductions, MKL's matrix products and the
+selective-scan kernel (``models.scan_kernel``: one span per thread) all split by the thread
+count. ``single_threaded()`` therefore runs every training run (``train.fit``,
+``train.pretrain_into``, ``finetune.train_task``), every score and every probe on one thread,
+with torch's deterministic algorithms on, in the pool and in the calling process alike: one
+cache key, one set of bits, whatever ``$ANALYSIS_WORKERS``, ``$OMP_NUM_THREADS`` or the jobs
+beside it (``tests/test_determinism.py``; ``$OMP_NUM_THREADS`` read at import changes nothing
+once the thread count is set). One thread is what a worker has anyway, and a
+worker's way (one thread a job, jobs side by side) is this kind of model's faster one.
+
 The pool is started on first use and kept (a worker's imports take seconds; a chapter runs
 dozens of jobs). Workers are spawned, not forked: forking is unsafe once torch has started
 its OpenMP threads. A worker exits when its parent dies (SIGKILL, SIGTERM, a crash): a thread
@@ -29,15 +41,16 @@ artifacts first so that the workers do not wait on each other.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import multiprocessing
-import itertools
 import os
 import queue
 import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import torch
@@ -115,6 +128,28 @@ def _one_thread_worker(parent: int | None = None, steps=None) -> None:
     os.environ["TQDM_DISABLE"] = "1"
     torch.set_num_threads(1)
     threadpool_limits(1)
+
+
+@contextmanager
+def single_threaded():
+    """Within: torch, MKL/oneDNN, OpenMP and the BLAS that numpy loads compute on one thread,
+    and torch uses its deterministic algorithms (on the CPU; a GPU's kernels are left as
+    they are), so a result is the same bits in any process; both restored on leaving (module
+    docstring). Usable as a decorator; nests. Interop threads need no fixing: an eager op
+    runs on the calling thread."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cpu = not torch.cuda.is_available()
+    torch.set_num_threads(1)
+    if cpu:  # warn, never fail, at an op without a deterministic kernel
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        if cpu:
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def in_worker() -> bool:

@@ -14,6 +14,8 @@ pair by pair (``evaluation.item_scores``, ``analysis.claims``).
 ``zero_shot(net, tokenizer, cfg)`` scores an encoder before any fine-tuning on search.
 Retrieval embeddings pool as ``cfg.pool_special_tokens`` says and, with ``cfg.pool_centre``,
 each side (queries, codes) is centred over the pool before the cosine (``tasks.centred``).
+Every score is computed on one thread (``workers.single_threaded``), so it does not depend
+on which process, or how many workers, computed it.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import finetune_dataset, type_label_names
+from ..workers import single_threaded
 from .metrics import classification_scores, effective_rank, mean_pairwise_cosine, mrr, mrr_with_distractors, ranks
 from .tasks import centred, embed, type_predictions
 
@@ -41,6 +44,7 @@ def _embed(net, tokenizer, texts: list[str], max_length: int | None, cfg, layer:
     return centred(vectors) if cfg.pool_centre else vectors
 
 
+@single_threaded()
 def score(net, tokenizer, head, task: str, cfg) -> tuple[dict, pd.DataFrame]:
     """Test-split scores of ``net`` (with its type ``head`` for ``types``) on ``task``, and the
     same per test item (``item`` = its index in the test split, the same for every model):
@@ -76,6 +80,7 @@ def score(net, tokenizer, head, task: str, cfg) -> tuple[dict, pd.DataFrame]:
     return out, items
 
 
+@single_threaded()
 def validation_score(net, tokenizer, head, task: str, cfg, examples: list[dict]) -> float:
     """The main metric of ``task`` on ``examples`` (early stopping's criterion): MRR among them
     for the retrieval tasks (within the training context), token accuracy for ``types``."""
@@ -87,6 +92,7 @@ def validation_score(net, tokenizer, head, task: str, cfg, examples: list[dict])
     return mrr((queries @ codes.T).numpy())
 
 
+@single_threaded()
 def zero_shot(net, tokenizer, cfg, n: int = 300) -> tuple[dict, pd.DataFrame]:
     """The encoder before any fine-tuning, on the first ``n`` search test pairs: MRR of its
     mean-pooled embeddings, the same from its token embeddings alone (layer 0: a bag of

@@ -33,6 +33,7 @@ from ..data.corpus import corpus_key
 from ..data.finetune_sets import TASKS
 from ..train import Batches, fit, is_main_process, model_device, precision_key, to_device, training_device, \
     wait_for_everyone
+from ..workers import single_threaded
 from .scoring import validation_score
 from .tasks import TypeHead, centred, contrastive_loss, encode, mean_pool, pool_mask, tokenize, type_batch, type_loss
 
@@ -134,10 +135,12 @@ class EarlyStopping:
             m.load_state_dict(w)
 
 
+@single_threaded()
 def train_task(net, tokenizer, task: str, cfg, seed: int, out: Path, state_dir: Path | None,
                desc: str = "fine-tuning", meta: dict | None = None) -> None:
     """Fine-tune ``net`` on ``task`` and write the checkpoint, ``log.csv`` and ``meta.json``
-    (``meta`` plus the run's numbers) to ``out``."""
+    (``meta`` plus the run's numbers) to ``out``, on one thread (``workers.single_threaded``: the
+    same bits in the pool and in the calling process)."""
     check_task(task)
     train = finetune_dataset(cfg, task)["train"]
     if task == "types":

@@ -18,7 +18,9 @@ layer, layer 0 = embeddings) -> pair features (``pair_features``: h_i - h_j for 
 
 Each layer's DirectProbe and its linear probes run as jobs in the worker processes of
 ``analysis.workers``: DirectProbe's HiGHS LPs run on one thread, so one process per core is
-how a probe run uses the machine; the results equal probing the layers one after another.
+how a probe run uses the machine; the results equal probing the layers one after another,
+bit for bit: the hidden states, and jobs run in this process, are computed on one thread too
+(``workers.single_threaded``).
 Probing never trains: the encoder comes from ``analysis.checkpoints.resolve``.
 
 Results are cached by the checkpoint's weights and the probing fields of the profile.
@@ -39,7 +41,7 @@ from ..checkpoints import pretrain_many
 from ..data import probe_dataset
 from ..data.probes import TASKS, probe_data_key
 from ..train import training_device
-from ..workers import run_jobs
+from ..workers import run_jobs, single_threaded
 from .directprobe import directprobe
 from .features import pair_features
 from .linear import control_labels, linear_probe
@@ -141,6 +143,7 @@ def _probe_artifact(model: str, task: str, cfg, checkpoint: str, layers, progres
     key = {"model": model, "task": task, "layers": layers, **encoder.identity, **cfg.subset(*PROBE_FIELDS),
            "data": probe_data_key(cfg, task)}
 
+    @single_threaded()  # hidden states and in-process jobs: the bits of a one-thread worker
     def build(out: Path) -> None:
         data = probe_dataset(cfg, task)
         net, tokenizer = encoder.load()
