@@ -103,9 +103,10 @@ class Profile:
     # --- models (analysis.models) ---
     d_model: int = 128
     n_layers: int = 4
-    d_state: int = 32                    # S4D state size N (complex modes = N // 2)
+    d_state: int = 32                    # S4D complex modes N per kernel (BiGS's num_ssm)
     n_kernels: int = 1                   # independent S4D kernels per layer and direction
-    hf_conv_width: int = 0               # CodeSSM-HF parallel depthwise convolution (0 = off)
+    hf_conv_width: int = 0               # CodeSSM-HF parallel grouped convolution width (0 = off; codessm-hf: 3)
+    position_embeddings: bool = False    # CodeSSM adds BiGS's absolute position embeddings (the CodeSSM paper: better without)
     n_heads: int = 4                     # RoCoder attention heads
     mamba_d_state: int = 16
     mamba_expand: int = 2
@@ -127,6 +128,7 @@ class Profile:
     pretrain_whole_functions: bool = False  # packed rows hold whole functions (every window), not only their first max_length tokens
     pretrain_docstrings: bool = True     # pretraining code keeps its docstrings (False: code as search sees it)
     embedding_lr_scale: float = 1.0      # the input embedding table's pretraining learning rate is lr x this
+    ssm_lr: float = 1e-3                 # pretraining learning rate of the S4D kernels' dt and A (no weight decay; BiGS: 0.001)
 
     # --- probing (analysis.probing) ---
     probe_functions_distance: int = 160
@@ -207,7 +209,7 @@ RANGES = {
     "max_file_bytes": AT_LEAST_1, "max_functions": AT_LEAST_0,
     "vocab_size": Range(261),  # the 256 bytes and the 5 special tokens, then merges
     "max_length": Range(8),    # 0 and 1 would turn truncation off
-    "d_model": Range(2), "n_layers": AT_LEAST_1, "d_state": Range(2, multiple_of=2),
+    "d_model": Range(2), "n_layers": AT_LEAST_1, "d_state": AT_LEAST_1,
     "n_kernels": AT_LEAST_1, "hf_conv_width": AT_LEAST_0, "n_heads": AT_LEAST_1,
     "mamba_d_state": AT_LEAST_1, "mamba_expand": AT_LEAST_1, "mamba_d_conv": AT_LEAST_1,
     "dropout": Range(0, 1, high_open=True),
@@ -226,6 +228,7 @@ RANGES = {
     "mixed_precision": OneOf(MIXED_PRECISION),
     "pretrain_whole_functions": OneOf((False, True)), "pretrain_docstrings": OneOf((False, True)),
     "tie_embeddings": OneOf((False, True)), "embedding_lr_scale": Range(0, 1),
+    "position_embeddings": OneOf((False, True)), "ssm_lr": POSITIVE,
     "pool_special_tokens": OneOf((False, True)), "pool_centre": OneOf((False, True)),
     "finetune_centred": OneOf((False, True)),
     "finetune_eval_every": AT_LEAST_0, "finetune_patience": AT_LEAST_1,
