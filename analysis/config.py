@@ -10,6 +10,9 @@ A chapter names a profile and may override any field::
           tokens; whole functions, every window), fine-tuned on the whole training sets with
           early stopping: hours on 2 CPU cores (chapter 04 reads its measured table).
 ``paper``   GPU scale, closer to the paper's (unknown, probably BERT-base-like) sizes.
+``authors`` the CodeSSM authors' published checkpoints (``authors_*`` fields) at the paper's sizes
+          (12 layers of 768, kernels at L = 4096, probe sets of 1,300 pairs per label): nothing
+          is trained (``external_only``); chapters that need training say they do not apply.
 
 Every field has a valid range (``RANGES``, beside the fields), checked whenever a profile is
 made (``profile``, ``Profile.replace``, ``coerce`` of a command-line value), so a bad value
@@ -173,6 +176,19 @@ class Profile:
     throughput_lengths: tuple = (256, 512, 1024, 2048, 4096, 8192)
     throughput_batch: int = 1
 
+    # --- external checkpoints (analysis.checkpoints.external; the ``authors`` profile) ---
+    # the CodeSSM authors' published weights: BiGS state dicts (.pth / .safetensors) with their
+    # YAML config, RoCoder as Hugging Face RoFormer directories; "" = none (train as usual)
+    authors_codessm: str = ""            # pretrained CodeSSM state dict
+    authors_codessm_sqa: str = ""        # CodeSSM fine-tuned on SQA (long-context retrieval: task long_search)
+    authors_codessm_types: str = ""      # CodeSSM fine-tuned on type inference (task types)
+    authors_codessm_config: str = ""     # the authors' YAML config of their CodeSSM checkpoints
+    authors_rocoder: str = ""            # pretrained RoCoder directory
+    authors_rocoder_sqa: str = ""
+    authors_rocoder_types: str = ""
+    authors_tokenizer: str = ""          # Hugging Face tokenizer directory (the authors': CodeT5+ 220m's)
+    external_only: bool = False          # nothing is trained: a checkpoint not given is an error naming its field
+
     def replace(self, **overrides) -> "Profile":
         """A copy with ``overrides``; unknown names or wrong types raise ``ValueError``."""
         return dataclasses.replace(self, **_checked(overrides))
@@ -234,6 +250,10 @@ RANGES = {
     "finetune_eval_every": AT_LEAST_0, "finetune_patience": AT_LEAST_1,
     "probe_dfg_literals": OneOf((False, True)), "probe_siblings_below": OneOf((False, True)),
     "probe_string_quotes": OneOf((False, True)), "probe_within_context": OneOf((False, True)),
+    **{f: Text(r"[^\n]*", "a path (or empty)") for f in (
+        "authors_codessm", "authors_codessm_sqa", "authors_codessm_types", "authors_codessm_config",
+        "authors_rocoder", "authors_rocoder_sqa", "authors_rocoder_types", "authors_tokenizer")},
+    "external_only": OneOf((False, True)),
 }
 FIELD_NAMES = frozenset(f.name for f in fields(Profile))
 _TYPES = typing.get_type_hints(Profile)
@@ -315,7 +335,13 @@ LONG = Profile(
     pretrain_whole_functions=True, finetune_steps=2000, finetune_eval_every=200, finetune_patience=3,
     finetune_train_size=0,
 )
-PROFILES = {p.name: p for p in (SMOKE, DEFAULT, LONG, PAPER)}
+AUTHORS = Profile(  # the paper's sizes, for what needs no training (README: "The authors' checkpoints")
+    name="authors", vocab_size=32100, max_length=1024, d_model=768, n_layers=12, d_state=64, n_heads=12,
+    probe_pairs_per_class=1300, probe_max_tokens=512, probe_max_train_points=5000,
+    probe_functions_distance=2000, probe_functions_siblings=2000, probe_functions_dfg=2000,
+    kernel_length=4096, external_only=True, ablation=False,
+)
+PROFILES = {p.name: p for p in (SMOKE, DEFAULT, LONG, PAPER, AUTHORS)}
 
 
 def profile(name: str = "default", **overrides) -> Profile:

@@ -241,3 +241,41 @@ def test_any_hf_encoder_loads_strictly_for_probing(tmp_path):
         assert torch.equal(model(ids).last_hidden_state, ref(ids).last_hidden_state)
     with pytest.raises(ValueError, match="is a directory"):
         load_checkpoint(tmp_path, config={"vocab_size": 3})
+
+
+def test_the_authors_checkpoints_stand_in_for_pretraining_and_fine_tuning(tmp_path, cache_dir):
+    """Under a profile naming the authors' files, ``pretrained`` and ``finetuned`` give them,
+    converted once into checkpoint directories keyed and named by the files' sha256; with
+    ``external_only`` an encoder nobody gave is an error naming the field, never a training run."""
+    from transformers import RoFormerConfig, RoFormerForTokenClassification
+
+    from analysis import checkpoints, config
+    tok_dir = tmp_path / "tok"
+    _bpe_tokenizer(tok_dir)
+    cfg_bigs = {**CFG, "vocab_size": 300}
+    path, yaml_path = write(tmp_path, bigs_state_dict(cfg_bigs, seed=5), cfg=cfg_bigs)
+    typed = tmp_path / "types"
+    typed.mkdir()
+    typed_path, _ = write(typed, bigs_state_dict(cfg_bigs, seed=6, head="classifier"), ".safetensors", cfg=cfg_bigs)
+    RoFormerForTokenClassification(RoFormerConfig(vocab_size=300, hidden_size=16, num_hidden_layers=2,
+                                                  num_attention_heads=2, intermediate_size=32,
+                                                  num_labels=3)).save_pretrained(tmp_path / "rocoder_types")
+    cfg = config.profile("smoke", authors_codessm=str(path), authors_codessm_types=str(typed_path),
+                         authors_codessm_config=str(yaml_path), authors_tokenizer=str(tok_dir),
+                         authors_rocoder_types=str(tmp_path / "rocoder_types"), external_only=True)
+    pre = checkpoints.pretrained("codessm", cfg)
+    assert checkpoints.checkpoint_hash("codessm", cfg) == "external:" + checkpoints.files_hash(path)
+    ids = torch.randint(1, 300, (1, 6), generator=torch.Generator().manual_seed(0))
+    direct, _ = load_checkpoint(path, yaml_path)
+    converted, tok = load_checkpoint(pre)
+    with torch.no_grad():
+        assert torch.equal(converted(input_ids=ids).logits, direct(input_ids=ids).logits)
+    assert tok("def f(): pass")["input_ids"][0] == 0
+    types = load_checkpoint(checkpoints.finetuned("codessm", "types", cfg))[0]
+    assert types.lm_head is None and types.kernels(8).shape == (2, 2, 1, 8)
+    rocoder = load_checkpoint(checkpoints.finetuned("rocoder", "types", cfg))[0]
+    assert type(rocoder).__name__ == "RoCoderModel"
+    with pytest.raises(ValueError, match="-p authors_rocoder PATH"):
+        checkpoints.pretrained("rocoder", cfg)
+    with pytest.raises(ValueError, match="bimamba.*the authors published none"):
+        checkpoints.pretrained("bimamba", cfg)

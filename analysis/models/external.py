@@ -179,14 +179,17 @@ def load_roformer(path: Path):
                          f"and {config.hidden_size}")
     archs = raw.get("architectures") or ["RoFormerForMaskedLM"]
     cls = RoCoderForMaskedLM if any(a.endswith("ForMaskedLM") for a in archs) else RoCoderModel
-    return strict_from_pretrained(cls, path, config=config)
+    head = () if cls is RoCoderForMaskedLM else TASK_HEADS  # a task head is not loaded (base model only)
+    return strict_from_pretrained(cls, path, allow_unexpected=head, config=config)
 
 
-def strict_from_pretrained(cls, path: Path, allow_missing: tuple = (), **kwargs):
+def strict_from_pretrained(cls, path: Path, allow_missing: tuple = (), allow_unexpected: tuple = (), **kwargs):
     """``cls.from_pretrained(path)`` where a weight missing (other than under ``allow_missing``),
-    unexpected or of the wrong shape is an error naming it, not a random initialisation."""
+    unexpected (other than under ``allow_unexpected``) or of the wrong shape is an error naming
+    it, not a random initialisation."""
     model, info = cls.from_pretrained(str(path), output_loading_info=True, **kwargs)
     info["missing_keys"] = [k for k in info.get("missing_keys", ()) if not k.startswith(allow_missing)]
+    info["unexpected_keys"] = [k for k in info.get("unexpected_keys", ()) if not k.startswith(allow_unexpected)]
     problems = {k: sorted(map(str, v)) for k, v in info.items()
                 if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if problems:

@@ -142,7 +142,10 @@ def load_checkpoint(path: str | Path, config=None, tokenizer=None):
         kind = json.loads((path / "config.json").read_text()).get("model_type") \
             if (path / "config.json").is_file() else None
         if kind in ("codessm", "rocoder", "bimamba"):
-            model = external.strict_from_pretrained(AutoModelForMaskedLM, check_checkpoint(path))
+            archs = json.loads((path / "config.json").read_text()).get("architectures") or []
+            base_only = archs and not any(a.endswith("ForMaskedLM") for a in archs)  # saved without its head
+            model = external.strict_from_pretrained(AutoModel if base_only else AutoModelForMaskedLM,
+                                                    check_checkpoint(path))
         elif kind == "roformer":
             model = external.load_roformer(path)
         elif kind is not None:
