@@ -72,6 +72,13 @@ def external_path(model: str, cfg, task: str | None = None) -> Path | None:
     return None
 
 
+def available(model: str, cfg, task: str | None = None) -> bool:
+    """Whether ``cfg`` can give ``model`` (pretrained, or fine-tuned on ``task``): always, unless
+    the profile trains nothing and names no external checkpoint of it."""
+    field = EXTERNAL_FIELDS.get((model, task))
+    return not getattr(cfg, "external_only", False) or bool(field and getattr(cfg, field))
+
+
 def external(path: Path, cfg) -> Path:
     """The external checkpoint ``path`` as a checkpoint directory of this book (module docstring)."""
     path = Path(path)

@@ -279,3 +279,30 @@ def test_the_authors_checkpoints_stand_in_for_pretraining_and_fine_tuning(tmp_pa
         checkpoints.pretrained("rocoder", cfg)
     with pytest.raises(ValueError, match="bimamba.*the authors published none"):
         checkpoints.pretrained("bimamba", cfg)
+
+
+def test_chapters_run_under_the_authors_profile_on_tiny_checkpoints(tmp_path, cache_dir, monkeypatch):
+    """Chapters 02 and 06 (06 once ``analysis.reference`` is there) run under ``authors`` on
+    checkpoints in the authors' layout, training nothing, and say what does not apply."""
+    import importlib.util
+    import shutil
+
+    from transformers import RoFormerConfig, RoFormerForMaskedLM
+
+    from analysis import book
+    monkeypatch.setenv("ANALYSIS_RUN_DIR", str(tmp_path / "run"))
+    _bpe_tokenizer(tmp_path / "tok")
+    cfg_bigs = {**CFG, "vocab_size": 300}
+    path, yaml_path = write(tmp_path, bigs_state_dict(cfg_bigs, seed=7), cfg=cfg_bigs)
+    RoFormerForMaskedLM(RoFormerConfig(vocab_size=300, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=32)).save_pretrained(tmp_path / "rocoder")
+    src = tmp_path / "book"
+    src.mkdir()
+    chapters = ["02_pretraining"] + (["06_modifications"] if importlib.util.find_spec("analysis.reference") else [])
+    for name in chapters:
+        shutil.copy(book.BOOK / f"{name}.md", src)
+    overrides = {"authors_codessm": str(path), "authors_codessm_config": str(yaml_path),
+                 "authors_tokenizer": str(tmp_path / "tok"), "authors_rocoder": str(tmp_path / "rocoder")}
+    book.run("authors", overrides=overrides, book=src, out_dir=src)
+    text = (src / "02_pretraining.ipynb").read_text()
+    assert "does not apply to profile `authors`" in text and "external:" in text

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from analysis import config
-from analysis.models import MODELS, build, load_checkpoint, trainable_parameters
+from analysis.models import MODELS, build, load_checkpoint, ssm_state_parameters, trainable_parameters
 from analysis.models.encoder import reverse_padded
 from analysis.models.s4d import S4DKernel, fft_conv
 
@@ -413,3 +413,18 @@ def test_tying_the_head_leaves_the_encoders_initial_weights_as_they_are(name):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert tied.get_output_embeddings().weight.data_ptr() == tied.get_input_embeddings().weight.data_ptr()
     assert untied.get_output_embeddings().weight.data_ptr() != untied.get_input_embeddings().weight.data_ptr()
+
+
+def test_the_s4d_dt_and_poles_get_their_own_learning_rate_and_no_weight_decay():
+    from analysis.train import parameter_groups
+    model = build("codessm", SMOKE, VOCAB)
+    state = ssm_state_parameters(model)
+    names = {n for n, p in model.named_parameters() if any(p is q for q in state)}
+    assert names == {f"codessm.layers.{i}.{s}.kernel.{p}" for i in range(SMOKE.n_layers) for s in ("fs4", "bs4")
+                     for p in ("log_step", "A_re", "A_im")}
+    for p in state:
+        p._lr = 1e-3
+    groups = parameter_groups(list(model.parameters()), 0.01, 5e-3)
+    ssm = [g for g in groups if any(p is q for p in g["params"] for q in state)]
+    assert len(ssm) == 1 and ssm[0]["lr"] == 1e-3 and ssm[0]["weight_decay"] == 0.0 and len(ssm[0]["params"]) == len(state)
+    assert {g["lr"] for g in groups if g is not ssm[0]} == {5e-3}
