@@ -13,7 +13,9 @@ External checkpoints (the CodeSSM authors' published weights; profile fields ``a
 in for "pretrained" and "finetuned:<task>" wherever a profile names one (``EXTERNAL_FIELDS``):
 ``external(path, cfg)`` converts the file once into a checkpoint directory of this book
 (``models.load_checkpoint``, strict; the tokenizer ``cfg.authors_tokenizer``), cached and keyed
-by the sha256 of its files, which its ``meta.json`` records for provenance. With
+by the sha256 of its files, which its ``meta.json`` records for provenance, with the held-out
+MLM loss and unigram baseline of ``pretrain_into`` when it has an MLM head (on this book's
+corpus, through its own tokenizer: the pretraining gate's evidence). With
 ``cfg.external_only`` nothing is trained: an encoder without an external checkpoint is an error
 naming the field that would give it.
 
@@ -33,11 +35,11 @@ import pandas as pd
 
 from . import models
 from .cache import artifact_dir, cached, config_key, is_cached, scratch_dir, scratch_path
-from .data import finetune_dataset, load_tokenizer
+from .data import finetune_dataset, load_tokenizer, pretraining_texts
 from .data.sources import sha256_of
 from .finetune import FT_RUN_VERSION, check_task, finetune_key, train_task
-from .train import (PRETRAIN_VERSION, is_main_process, pretrain_into, pretrain_key, process_count, random_key,
-                    run_seed, training_device, wait_for_everyone)
+from .train import (PRETRAIN_VERSION, is_main_process, mlm_loss, pretrain_into, pretrain_key, process_count,
+                    random_key, run_seed, training_device, unigram_entropy, wait_for_everyone)
 from .workers import run_jobs
 
 SPECS = ('"pretrained"', '"random"', '"finetuned:<task>"', "a checkpoint directory")
@@ -95,9 +97,16 @@ def external(path: Path, cfg) -> Path:
         net, tok = models.load_checkpoint(path, config=config or None, tokenizer=tokenizer)
         net.save_pretrained(out)
         tok.save_pretrained(out)
-        (out / "meta.json").write_text(json.dumps({"model": str(path), "external": True, "sha256": key["external"],
-                                                   "config": config, "config_sha256": key["config"],
-                                                   "tokenizer": tokenizer, "key": config_key(key, EXTERNAL_VERSION)}))
+        meta = {"model": str(path), "external": True, "sha256": key["external"], "config": config,
+                "config_sha256": key["config"], "tokenizer": tokenizer, "key": config_key(key, EXTERNAL_VERSION)}
+        if net.get_output_embeddings() is not None:  # an MLM head: the pretraining gate's evidence, as pretrain_into's
+            texts = pretraining_texts(cfg, docstrings=cfg.pretrain_docstrings)
+            encoded = tok(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+            valid = [r["code"] for r in finetune_dataset(cfg, "search")["valid"]][:64]
+            meta.update(unigram_entropy=unigram_entropy(encoded, set(tok.all_special_ids)),
+                        valid_mlm_loss=mlm_loss(net, tok(valid, truncation=True, max_length=cfg.max_length)["input_ids"],
+                                                tok, cfg) if valid else None)
+        (out / "meta.json").write_text(json.dumps(meta))
 
     return cached("external", key, build, verify, EXTERNAL_VERSION)
 
@@ -168,10 +177,15 @@ def pretrain_many(runs: list[tuple[str, object]], progress: bool = True) -> list
 
 def random(model: str, cfg, seed: int | None = None):
     """(model, tokenizer): ``model``'s architecture with its seeded initial weights (by default
-    those of pretraining run ``cfg.pretrain_seed``: its random-init twin)."""
+    those of pretraining run ``cfg.pretrain_seed``: its random-init twin). For an external
+    checkpoint, its architecture and tokenizer with fresh seeded weights."""
     models.check_name(model)
-    tokenizer = load_tokenizer(cfg)
     seed = run_seed(cfg) if seed is None else seed
+    given = external_path(model, cfg)
+    if given is not None:
+        net, tokenizer = models.load_checkpoint(external(given, cfg))
+        return models.fresh_like(net, seed).eval(), tokenizer
+    tokenizer = load_tokenizer(cfg)
     return models.build(model, cfg, len(tokenizer), tokenizer.pad_token_id, seed).eval(), tokenizer
 
 
@@ -233,7 +247,10 @@ def resolve(model: str, cfg, spec: str) -> Resolved:
     models.check_name(model)
     if spec == "random":
         net, tok = random(model, cfg)
-        return Resolved(lambda: (net, tok), random_key(model, cfg), net.config.num_hidden_layers)
+        given = external_path(model, cfg)
+        key = random_key(model, cfg) if given is None else {"random": model, "like": files_hash(given),
+                                                            "seed": run_seed(cfg)}
+        return Resolved(lambda: (net, tok), key, net.config.num_hidden_layers)
     if spec == "pretrained":
         path = pretrained(model, cfg)
     elif spec.startswith("finetuned:"):

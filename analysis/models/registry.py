@@ -103,6 +103,12 @@ def build(name: str, cfg, vocab_size: int, pad_id: int = 0, seed: int | None = N
                                             tie_word_embeddings=cfg.tie_embeddings))
 
 
+def fresh_like(model, seed: int):
+    """A model of ``model``'s class and config with fresh weights, seeded (a random-init twin)."""
+    torch.manual_seed(seed)
+    return type(model)(model.config)
+
+
 def check_checkpoint(path: str | Path) -> Path:
     """``path`` if it holds a checkpoint whose config parses and whose safetensors header reads
     (cheap: no weights are loaded); a clear error otherwise."""
