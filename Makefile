@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= default
+ARGS    ?=
 
 .PHONY: book test pytest chapters html venv clean clean-cache
 
@@ -15,9 +16,10 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 
 venv: $(VENV)/.installed
 
-## make book: execute every chapter with papermill under PROFILE (default); the runner then builds the HTML.
+## make book: execute every chapter with papermill under PROFILE (default), with the runner's ARGS
+## (e.g. ARGS="-p authors_codessm codessm.pth"); the runner then builds the HTML.
 book: venv
-	$(PY) -m analysis.book run --profile $(PROFILE)
+	$(PY) -m analysis.book run --profile $(PROFILE) $(ARGS)
 
 ## make test: the pytest suite, then every chapter under the smoke profile, then the HTML.
 test: venv
