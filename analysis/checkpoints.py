@@ -100,11 +100,12 @@ def external(path: Path, cfg) -> Path:
         meta = {"model": str(path), "external": True, "sha256": key["external"], "config": config,
                 "config_sha256": key["config"], "tokenizer": tokenizer, "key": config_key(key, EXTERNAL_VERSION)}
         if net.get_output_embeddings() is not None:  # an MLM head: the pretraining gate's evidence, as pretrain_into's
+            length = min(cfg.max_length, getattr(net.config, "max_position_embeddings", cfg.max_length))
             texts = pretraining_texts(cfg, docstrings=cfg.pretrain_docstrings)
-            encoded = tok(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+            encoded = tok(texts, truncation=True, max_length=length)["input_ids"]
             valid = [r["code"] for r in finetune_dataset(cfg, "search")["valid"]][:64]
             meta.update(unigram_entropy=unigram_entropy(encoded, set(tok.all_special_ids)),
-                        valid_mlm_loss=mlm_loss(net, tok(valid, truncation=True, max_length=cfg.max_length)["input_ids"],
+                        valid_mlm_loss=mlm_loss(net, tok(valid, truncation=True, max_length=length)["input_ids"],
                                                 tok, cfg) if valid else None)
         (out / "meta.json").write_text(json.dumps(meta))
 
