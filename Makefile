@@ -9,6 +9,7 @@ NPM ?= npm
 MATHJAX_VERSION := 3.2.2
 MATHJAX_TGZ := .cache/npm/mathjax-$(MATHJAX_VERSION).tgz
 MATHJAX := _static/mathjax/tex-mml-chtml.js
+ARGS    ?=
 
 .PHONY: book test pytest chapters html venv mathjax clean clean-cache reproducible
 
@@ -37,9 +38,10 @@ $(MATHJAX): $(MATHJAX_TGZ)
 
 mathjax: $(MATHJAX)
 
-## make book: execute every chapter with papermill under PROFILE (default); the runner then builds the HTML.
+## make book: execute every chapter with papermill under PROFILE (default), with the runner's ARGS
+## (e.g. ARGS="-p authors_codessm codessm.pth"); the runner then builds the HTML.
 book: venv mathjax
-	$(PY) -m analysis.book run --profile $(PROFILE)
+	$(PY) -m analysis.book run --profile $(PROFILE) $(ARGS)
 
 ## make test: the pytest suite, then every chapter under the smoke profile, then the HTML.
 test: venv mathjax

@@ -9,6 +9,16 @@
   from random init instead;
 - a local checkpoint directory.
 
+External checkpoints (the CodeSSM authors' published weights; profile fields ``authors_*``) stand
+in for "pretrained" and "finetuned:<task>" wherever a profile names one (``EXTERNAL_FIELDS``):
+``external(path, cfg)`` converts the file once into a checkpoint directory of this book
+(``models.load_checkpoint``, strict; the tokenizer ``cfg.authors_tokenizer``), cached and keyed
+by the sha256 of its files, which its ``meta.json`` records for provenance, with the held-out
+MLM loss and unigram baseline of ``pretrain_into`` when it has an MLM head (on this book's
+corpus, through its own tokenizer: the pretraining gate's evidence). With
+``cfg.external_only`` nothing is trained: an encoder without an external checkpoint is an error
+naming the field that would give it.
+
 Checkpoints are artifacts of ``analysis.cache``, keyed by the model name and the profile
 fields that shape the model, the data and the training; partial state lives in the
 artifact's scratch directory, so an interrupted run resumes. A cached checkpoint that fails
@@ -25,14 +35,81 @@ import pandas as pd
 
 from . import models
 from .cache import artifact_dir, cached, config_key, is_cached, scratch_dir, scratch_path
-from .data import finetune_dataset, load_tokenizer
+from .data import finetune_dataset, load_tokenizer, pretraining_texts
 from .data.sources import sha256_of
 from .finetune import FT_RUN_VERSION, check_task, finetune_key, train_task
-from .train import (PRETRAIN_VERSION, is_main_process, pretrain_into, pretrain_key, process_count, random_key,
-                    run_seed, training_device, wait_for_everyone)
+from .train import (PRETRAIN_VERSION, is_main_process, mlm_loss, pretrain_into, pretrain_key, process_count,
+                    random_key, run_seed, training_device, unigram_entropy, wait_for_everyone)
 from .workers import run_jobs
 
 SPECS = ('"pretrained"', '"random"', '"finetuned:<task>"', "a checkpoint directory")
+EXTERNAL_VERSION = "1"
+# (model, task or None for pretrained) -> the profile field naming its external checkpoint
+EXTERNAL_FIELDS = {("codessm", None): "authors_codessm", ("codessm", "long_search"): "authors_codessm_sqa",
+                   ("codessm", "types"): "authors_codessm_types", ("rocoder", None): "authors_rocoder",
+                   ("rocoder", "long_search"): "authors_rocoder_sqa", ("rocoder", "types"): "authors_rocoder_types"}
+
+
+def files_hash(path: Path) -> str:
+    """sha256 over a file, or over every file of a directory (names and contents, sorted)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"{path} holds no files")
+    return config_key({str(p.relative_to(path) if path.is_dir() else p.name): sha256_of(p) for p in files})
+
+
+def external_path(model: str, cfg, task: str | None = None) -> Path | None:
+    """The external checkpoint ``cfg`` names for ``model`` (pretrained, or fine-tuned on ``task``),
+    or None; with ``cfg.external_only`` a missing one is an error naming its field."""
+    field = EXTERNAL_FIELDS.get((model, task))
+    value = getattr(cfg, field) if field else ""
+    if value:
+        return Path(value)
+    if getattr(cfg, "external_only", False):
+        what = f"{model} fine-tuned on {task}" if task else f"pretrained {model}"
+        hint = f"give it with -p {field} PATH" if field else "the authors published none"
+        raise ValueError(f"profile {cfg.name!r} trains nothing (external_only) and has no checkpoint of {what}: "
+                         f"{hint}")
+    return None
+
+
+def available(model: str, cfg, task: str | None = None) -> bool:
+    """Whether ``cfg`` can give ``model`` (pretrained, or fine-tuned on ``task``): always, unless
+    the profile trains nothing and names no external checkpoint of it."""
+    field = EXTERNAL_FIELDS.get((model, task))
+    return not getattr(cfg, "external_only", False) or bool(field and getattr(cfg, field))
+
+
+def external(path: Path, cfg) -> Path:
+    """The external checkpoint ``path`` as a checkpoint directory of this book (module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"external checkpoint {path} does not exist")
+    config = cfg.authors_codessm_config if path.is_file() else ""
+    tokenizer = cfg.authors_tokenizer or (str(path) if path.is_dir() else "")
+    if not tokenizer:
+        raise ValueError(f"external checkpoint {path} needs a tokenizer: -p authors_tokenizer DIR")
+    key = {"external": files_hash(path), "config": files_hash(Path(config)) if config else "",
+           "tokenizer": files_hash(Path(tokenizer))}
+
+    def build(out: Path) -> None:
+        net, tok = models.load_checkpoint(path, config=config or None, tokenizer=tokenizer)
+        net.save_pretrained(out)
+        tok.save_pretrained(out)
+        meta = {"model": str(path), "external": True, "sha256": key["external"], "config": config,
+                "config_sha256": key["config"], "tokenizer": tokenizer, "key": config_key(key, EXTERNAL_VERSION)}
+        if net.get_output_embeddings() is not None:  # an MLM head: the pretraining gate's evidence, as pretrain_into's
+            length = min(cfg.max_length, getattr(net.config, "max_position_embeddings", cfg.max_length))
+            texts = pretraining_texts(cfg, docstrings=cfg.pretrain_docstrings)
+            encoded = tok(texts, truncation=True, max_length=length)["input_ids"]
+            valid = [r["code"] for r in finetune_dataset(cfg, "search")["valid"]][:64]
+            meta.update(unigram_entropy=unigram_entropy(encoded, set(tok.all_special_ids)),
+                        valid_mlm_loss=mlm_loss(net, tok(valid, truncation=True, max_length=length)["input_ids"],
+                                                tok, cfg) if valid else None)
+        (out / "meta.json").write_text(json.dumps(meta))
+
+    return cached("external", key, build, verify, EXTERNAL_VERSION)
 
 
 def verify(path: Path) -> Path:
@@ -52,6 +129,9 @@ def pretrained(model: str, cfg, texts=None, tokenizer=None, valid_texts=None) ->
     partial state if it resumes; they write nothing) and then read the checkpoint it wrote.
     Whether anything needs training is decided by all of them between two barriers."""
     models.check_name(model)
+    given = external_path(model, cfg) if texts is None else None
+    if given is not None:
+        return external(given, cfg)
     key = pretrain_key(model, cfg)
     if texts is not None:  # injected data (tests): key it by its content too
         key = {**key, "texts": config_key({"t": list(texts)})}
@@ -85,7 +165,8 @@ def pretrain_many(runs: list[tuple[str, object]], progress: bool = True) -> list
     (threads that wait for each other at every operation)."""
     for m, _ in runs:
         models.check_name(m)
-    todo = [(m, c) for m, c in runs if not is_cached("pretrain", pretrain_key(m, c), PRETRAIN_VERSION)]
+    todo = [(m, c) for m, c in runs if external_path(m, c) is None
+            and not is_cached("pretrain", pretrain_key(m, c), PRETRAIN_VERSION)]
     for _, c in todo:  # cached after the first: cheap for profiles that share their data
         load_tokenizer(c), finetune_dataset(c, "search")
     todo.sort(key=lambda run: run[0] != "bimamba")  # stable: otherwise in the given order
@@ -97,10 +178,15 @@ def pretrain_many(runs: list[tuple[str, object]], progress: bool = True) -> list
 
 def random(model: str, cfg, seed: int | None = None):
     """(model, tokenizer): ``model``'s architecture with its seeded initial weights (by default
-    those of pretraining run ``cfg.pretrain_seed``: its random-init twin)."""
+    those of pretraining run ``cfg.pretrain_seed``: its random-init twin). For an external
+    checkpoint, its architecture and tokenizer with fresh seeded weights."""
     models.check_name(model)
-    tokenizer = load_tokenizer(cfg)
     seed = run_seed(cfg) if seed is None else seed
+    given = external_path(model, cfg)
+    if given is not None:
+        net, tokenizer = models.load_checkpoint(external(given, cfg))
+        return models.fresh_like(net, seed).eval(), tokenizer
+    tokenizer = load_tokenizer(cfg)
     return models.build(model, cfg, len(tokenizer), tokenizer.pad_token_id, seed).eval(), tokenizer
 
 
@@ -114,6 +200,9 @@ def finetuned(model: str, task: str, cfg, seed: int | None = None, from_pretrain
     ``from_pretrained=False``, random-init) weights, trained once and cached."""
     models.check_name(model)
     check_task(task)
+    given = external_path(model, cfg, task) if from_pretrained else None
+    if given is not None:
+        return external(given, cfg)
     seed = cfg.seed if seed is None else int(seed)
     key = finetune_key(base_key(model, cfg, from_pretrained), task, cfg, seed)
 
@@ -159,7 +248,10 @@ def resolve(model: str, cfg, spec: str) -> Resolved:
     models.check_name(model)
     if spec == "random":
         net, tok = random(model, cfg)
-        return Resolved(lambda: (net, tok), random_key(model, cfg), net.config.num_hidden_layers)
+        given = external_path(model, cfg)
+        key = random_key(model, cfg) if given is None else {"random": model, "like": files_hash(given),
+                                                            "seed": run_seed(cfg)}
+        return Resolved(lambda: (net, tok), key, net.config.num_hidden_layers)
     if spec == "pretrained":
         path = pretrained(model, cfg)
     elif spec.startswith("finetuned:"):
@@ -181,5 +273,9 @@ def pretraining_meta(model: str, cfg) -> dict:
 
 
 def checkpoint_hash(model: str, cfg) -> str:
-    """The cache key of ``model``'s pretrained checkpoint (for provenance lines)."""
+    """The cache key of ``model``'s pretrained checkpoint (for provenance lines); for an external
+    checkpoint, "external:" and the sha256 of its files."""
+    given = external_path(model, cfg)
+    if given is not None:
+        return "external:" + json.loads((external(given, cfg) / "meta.json").read_text())["sha256"]
     return artifact_dir("pretrain", pretrain_key(model, cfg), PRETRAIN_VERSION).name

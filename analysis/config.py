@@ -10,6 +10,9 @@ A chapter names a profile and may override any field::
           tokens; whole functions, every window), fine-tuned on the whole training sets with
           early stopping: hours on 2 CPU cores (chapter 04 reads its measured table).
 ``paper``   GPU scale, closer to the paper's (unknown, probably BERT-base-like) sizes.
+``authors`` the CodeSSM authors' published checkpoints (``authors_*`` fields) at the paper's sizes
+          (12 layers of 768, kernels at L = 4096, probe sets of 1,300 pairs per label): nothing
+          is trained (``external_only``); chapters that need training say they do not apply.
 
 Every field has a valid range (``RANGES``, beside the fields), checked whenever a profile is
 made (``profile``, ``Profile.replace``, ``coerce`` of a command-line value), so a bad value
@@ -103,9 +106,10 @@ class Profile:
     # --- models (analysis.models) ---
     d_model: int = 128
     n_layers: int = 4
-    d_state: int = 32                    # S4D state size N (complex modes = N // 2)
+    d_state: int = 32                    # S4D complex modes N per kernel (BiGS's num_ssm)
     n_kernels: int = 1                   # independent S4D kernels per layer and direction
-    hf_conv_width: int = 0               # CodeSSM-HF parallel depthwise convolution (0 = off)
+    hf_conv_width: int = 0               # CodeSSM-HF parallel grouped convolution width (0 = off; codessm-hf: 3)
+    position_embeddings: bool = False    # CodeSSM adds BiGS's absolute position embeddings (the CodeSSM paper: better without)
     n_heads: int = 4                     # RoCoder attention heads
     mamba_d_state: int = 16
     mamba_expand: int = 2
@@ -127,6 +131,7 @@ class Profile:
     pretrain_whole_functions: bool = False  # packed rows hold whole functions (every window), not only their first max_length tokens
     pretrain_docstrings: bool = True     # pretraining code keeps its docstrings (False: code as search sees it)
     embedding_lr_scale: float = 1.0      # the input embedding table's pretraining learning rate is lr x this
+    ssm_lr: float = 1e-3                 # pretraining learning rate of the S4D kernels' dt and A (no weight decay; BiGS: 0.001)
 
     # --- probing (analysis.probing) ---
     probe_functions_distance: int = 160
@@ -171,6 +176,19 @@ class Profile:
     throughput_lengths: tuple = (256, 512, 1024, 2048, 4096, 8192)
     throughput_batch: int = 1
 
+    # --- external checkpoints (analysis.checkpoints.external; the ``authors`` profile) ---
+    # the CodeSSM authors' published weights: BiGS state dicts (.pth / .safetensors) with their
+    # YAML config, RoCoder as Hugging Face RoFormer directories; "" = none (train as usual)
+    authors_codessm: str = ""            # pretrained CodeSSM state dict
+    authors_codessm_sqa: str = ""        # CodeSSM fine-tuned on SQA (long-context retrieval: task long_search)
+    authors_codessm_types: str = ""      # CodeSSM fine-tuned on type inference (task types)
+    authors_codessm_config: str = ""     # the authors' YAML config of their CodeSSM checkpoints
+    authors_rocoder: str = ""            # pretrained RoCoder directory
+    authors_rocoder_sqa: str = ""
+    authors_rocoder_types: str = ""
+    authors_tokenizer: str = ""          # Hugging Face tokenizer directory (the authors': CodeT5+ 220m's)
+    external_only: bool = False          # nothing is trained: a checkpoint not given is an error naming its field
+
     def replace(self, **overrides) -> "Profile":
         """A copy with ``overrides``; unknown names or wrong types raise ``ValueError``."""
         return dataclasses.replace(self, **_checked(overrides))
@@ -207,7 +225,7 @@ RANGES = {
     "max_file_bytes": AT_LEAST_1, "max_functions": AT_LEAST_0,
     "vocab_size": Range(261),  # the 256 bytes and the 5 special tokens, then merges
     "max_length": Range(8),    # 0 and 1 would turn truncation off
-    "d_model": Range(2), "n_layers": AT_LEAST_1, "d_state": Range(2, multiple_of=2),
+    "d_model": Range(2), "n_layers": AT_LEAST_1, "d_state": AT_LEAST_1,
     "n_kernels": AT_LEAST_1, "hf_conv_width": AT_LEAST_0, "n_heads": AT_LEAST_1,
     "mamba_d_state": AT_LEAST_1, "mamba_expand": AT_LEAST_1, "mamba_d_conv": AT_LEAST_1,
     "dropout": Range(0, 1, high_open=True),
@@ -226,11 +244,16 @@ RANGES = {
     "mixed_precision": OneOf(MIXED_PRECISION),
     "pretrain_whole_functions": OneOf((False, True)), "pretrain_docstrings": OneOf((False, True)),
     "tie_embeddings": OneOf((False, True)), "embedding_lr_scale": Range(0, 1),
+    "position_embeddings": OneOf((False, True)), "ssm_lr": POSITIVE,
     "pool_special_tokens": OneOf((False, True)), "pool_centre": OneOf((False, True)),
     "finetune_centred": OneOf((False, True)),
     "finetune_eval_every": AT_LEAST_0, "finetune_patience": AT_LEAST_1,
     "probe_dfg_literals": OneOf((False, True)), "probe_siblings_below": OneOf((False, True)),
     "probe_string_quotes": OneOf((False, True)), "probe_within_context": OneOf((False, True)),
+    **{f: Text(r"[^\n]*", "a path (or empty)") for f in (
+        "authors_codessm", "authors_codessm_sqa", "authors_codessm_types", "authors_codessm_config",
+        "authors_rocoder", "authors_rocoder_sqa", "authors_rocoder_types", "authors_tokenizer")},
+    "external_only": OneOf((False, True)),
 }
 FIELD_NAMES = frozenset(f.name for f in fields(Profile))
 _TYPES = typing.get_type_hints(Profile)
@@ -312,7 +335,13 @@ LONG = Profile(
     pretrain_whole_functions=True, finetune_steps=2000, finetune_eval_every=200, finetune_patience=3,
     finetune_train_size=0,
 )
-PROFILES = {p.name: p for p in (SMOKE, DEFAULT, LONG, PAPER)}
+AUTHORS = Profile(  # the paper's sizes, for what needs no training (README: "The authors' checkpoints")
+    name="authors", vocab_size=32100, max_length=1024, d_model=768, n_layers=12, d_state=64, n_heads=12,
+    probe_pairs_per_class=1300, probe_max_tokens=512, probe_max_train_points=5000,
+    probe_functions_distance=2000, probe_functions_siblings=2000, probe_functions_dfg=2000,
+    kernel_length=4096, external_only=True, ablation=False,
+)
+PROFILES = {p.name: p for p in (SMOKE, DEFAULT, LONG, PAPER, AUTHORS)}
 
 
 def profile(name: str = "default", **overrides) -> Profile:

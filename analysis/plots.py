@@ -352,3 +352,30 @@ def _plane_limits(frames, clip) -> tuple:
     c = pd.concat([f.spectral_centroid for f in frames])
     r = pd.concat([f.log10_lhfr.clip(*clip) for f in frames])
     return (min(0.0, c.min() - 0.01), max(0.3, c.max() + 0.01)), (min(-1.0, r.min() - 0.3), max(4.5, r.max() + 0.3))
+
+
+def selective_kernels(view, colors: dict, labels: dict, direction: int = 0, max_lag: int = 48):
+    """BiMamba's kernels by lag (``interpret.SelectiveKernels``), one column per layer: the mean
+    over channels of each channel's effective kernel divided by its largest magnitude (top), the
+    effective kernels' power spectra (middle) and the time-invariant decay's (bottom), one line
+    per stage."""
+    n_layers = next(iter(view.effective.values())).shape[0]
+    fig, axes = plt.subplots(3, n_layers, figsize=(WIDE[0], 6), squeeze=False)
+    for layer in range(n_layers):
+        for s, k in view.effective.items():
+            k = k[layer, direction]
+            norm = (k / k.abs().max(-1, keepdim=True).values.clamp(min=1e-30)).mean(0).numpy()
+            axes[0, layer].plot(norm[:min(view.length, max_lag)], color=colors[s], lw=1, label=labels[s])
+            for row, spectra in ((1, view.spectra), (2, view.lti_spectra)):
+                sp = spectra[s]
+                axes[row, layer].plot(sp.freqs, sp.power[layer, direction].mean(0), color=colors[s], lw=1)
+        axes[0, layer].set_title(f"layer {layer + 1}", fontsize=9)
+        axes[0, layer].set_xlabel("lag (tokens)")
+        for row in (1, 2):
+            axes[row, layer].set_yscale("log")
+            axes[row, layer].set_xlabel("cycles per token")
+    for row, name in enumerate(("effective kernel", "P(f), effective", "P(f), LTI decay")):
+        axes[row, 0].set_ylabel(name)
+    axes[0, -1].legend(fontsize=7)
+    finish(fig)
+    return fig

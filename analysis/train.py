@@ -91,13 +91,14 @@ MODEL_FIELDS = ("d_model", "n_layers", "d_state", "n_kernels", "hf_conv_width", 
                 "mamba_d_state", "mamba_expand", "mamba_d_conv", "dropout", "tie_embeddings")
 TRAIN_FIELDS = ("pretrain_steps", "pretrain_seed", "batch_size", "lr", "weight_decay", "warmup_steps", "mask_prob",
                 "max_length", "log_every", "pretrain_whole_functions", "pretrain_docstrings", "embedding_lr_scale")
+CODESSM_FIELDS = ("position_embeddings", "ssm_lr")  # in CodeSSM's keys only (other families' stay as they were)
 
 
 def pretrain_key(model_name: str, cfg) -> dict:
     """What names a pretrained encoder: model, tokenizer (corpus), architecture and training
     (with the precision it trains at when not float32: ``precision_key``)."""
     return {"model": model_name, **tokenizer_key(cfg), **cfg.subset(*MODEL_FIELDS, *TRAIN_FIELDS),
-            **precision_key(cfg)}
+            **precision_key(cfg), **architecture_key(model_name, cfg)}
 
 
 def random_key(model_name: str, cfg) -> dict:
@@ -105,7 +106,14 @@ def random_key(model_name: str, cfg) -> dict:
     LM head is tied: tying leaves the encoder's initial weights as they are (tested), and only
     the encoder is fine-tuned or probed."""
     return {"random": model_name, **cfg.subset("vocab_size", "seed", "pretrain_seed", *MODEL_FIELDS),
-            "tie_embeddings": False}
+            "tie_embeddings": False, **architecture_key(model_name, cfg)}
+
+
+def architecture_key(model_name: str, cfg) -> dict:
+    """The family's architecture revision (``models.architecture_key``) and, for CodeSSM, its
+    own fields (``CODESSM_FIELDS``)."""
+    own = cfg.subset(*CODESSM_FIELDS) if models.FAMILIES[model_name] == "CodeSSM" else {}
+    return {**models.architecture_key(model_name), **own}
 
 
 def run_seed(cfg) -> int:
@@ -230,13 +238,16 @@ def parameter_groups(params: list, weight_decay: float, lr: float) -> list[dict]
     """AdamW groups: weight decay for every parameter but those marked ``_no_weight_decay``
     (the SSM parameters: S4D's A, step size and C, Mamba's A and D, as S4, BiGS and mamba-ssm
     train them); learning rate ``lr`` times a parameter's ``_lr_scale`` (1 unless marked, e.g.
-    the embedding table in pretraining: ``cfg.embedding_lr_scale``). Empty groups are left out."""
+    the embedding table in pretraining: ``cfg.embedding_lr_scale``), or a parameter's own ``_lr``
+    where set (the S4D kernels' dt and A in pretraining: ``cfg.ssm_lr``, as BiGS). Empty groups
+    are left out."""
     groups = {}
     for p in params:
-        no_decay, scale = getattr(p, "_no_weight_decay", False), getattr(p, "_lr_scale", 1.0)
-        groups.setdefault((no_decay, scale), []).append(p)
-    return [{"params": ps, "weight_decay": 0.0 if no_decay else weight_decay, "lr": lr * scale}
-            for (no_decay, scale), ps in groups.items()]
+        no_decay = getattr(p, "_no_weight_decay", False)
+        own = getattr(p, "_lr", None)
+        groups.setdefault((no_decay, lr * getattr(p, "_lr_scale", 1.0) if own is None else own), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if no_decay else weight_decay, "lr": group_lr}
+            for (no_decay, group_lr), ps in groups.items()]
 
 
 @single_threaded()
@@ -575,6 +586,8 @@ def pretrain_into(model_name: str, cfg, out: Path, state_dir: Path | None, texts
         encoded = _encode(tokenizer, texts, cfg.max_length)
     model = models.build(model_name, cfg, len(tokenizer), tokenizer.pad_token_id, run_seed(cfg))
     model.get_input_embeddings().weight._lr_scale = cfg.embedding_lr_scale  # tied: the head's too
+    for p in models.ssm_state_parameters(model):
+        p._lr = cfg.ssm_lr  # BiGS's own learning rate for the S4D kernels' dt and A
     gen = torch.Generator().manual_seed(run_seed(cfg))
     batches = Batches(encoded, cfg.batch_size, run_seed(cfg), masked(tokenizer, cfg.mask_prob, gen),
                       lengths=[len(e) for e in encoded])

@@ -13,8 +13,8 @@ def test_each_pretraining_run_has_its_own_seed_and_twin_but_the_same_corpus():
     a, _ = checkpoints.random("codessm", SMOKE)
     b, _ = checkpoints.random("codessm", run1)
     again, _ = checkpoints.random("codessm", run1)
-    assert not torch.equal(a.base_model.embeddings.weight, b.base_model.embeddings.weight)
-    assert torch.equal(b.base_model.embeddings.weight, again.base_model.embeddings.weight)
+    assert not torch.equal(a.get_input_embeddings().weight, b.get_input_embeddings().weight)
+    assert torch.equal(b.get_input_embeddings().weight, again.get_input_embeddings().weight)
     assert pretrain_key("codessm", SMOKE) != pretrain_key("codessm", run1)
     assert random_key("codessm", SMOKE) != random_key("codessm", run1)
     # the corpus (and so every test item) is drawn by `seed`, not by the pretraining run

@@ -53,7 +53,7 @@ def test_every_field_has_a_range_and_every_profile_is_in_range():
     ("lr", "inf", "(0, inf)"), ("lr", "nan", "(0, inf)"), ("lr", 0, "(0, inf)"),
     ("finetune_lr", float("inf"), "(0, inf)"),
     ("dropout", 1, "[0, 1)"), ("dropout", 1.5, "[0, 1)"), ("dropout", -0.1, "[0, 1)"),
-    ("d_state", 7, "[2, inf), a multiple of 2"), ("seed", -1, "[0, 4294967295]"),
+    ("d_state", 0, "[1, inf)"), ("seed", -1, "[0, 4294967295]"),
     ("low_freq_cutoff", 0.6, "(0, 0.5]"), ("throughput_lengths", "128,0", "each in [1, inf)"),
     ("corpus", "github:foo", "'pypi' or 'codesearchnet:PATH'"),
 ])
@@ -67,7 +67,7 @@ def test_out_of_range_values_name_the_field_the_value_and_the_range(name, value,
 
 
 @pytest.mark.parametrize("name,value", [("max_length", 8), ("mask_prob", 0.999), ("dropout", 0.0),
-                                        ("probe_test_fraction", 0.5), ("d_state", 2), ("seed", 2**32 - 1),
+                                        ("probe_test_fraction", 0.5), ("d_state", 1), ("seed", 2**32 - 1),
                                         ("low_freq_cutoff", 0.5), ("corpus", "codesearchnet:/data/x")])
 def test_values_at_the_edges_of_their_ranges_are_accepted(name, value):
     assert getattr(config.profile("smoke", **{name: value}), name) == value

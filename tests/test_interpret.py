@@ -108,12 +108,12 @@ def test_codessm_kernels_match_the_transfer_function(name):
     assert _rel(s.response, H) < 1e-4                                    # the truncated closed form, any dt
     with torch.no_grad():                                                # dt = 2: |dA| = e^{-1}, decayed within L
         for layer in model.base_model.layers:
-            for ssm in (layer.ssm_f, layer.ssm_b):
-                ssm.kernel.log_dt.fill_(math.log(2.0))
+            for ssm in (layer.fs4, layer.bs4):
+                ssm.kernel.log_step.fill_(math.log(2.0))
     s = spectrum(model.kernels(L), n_fft=128)
     assert _rel(s.response, transfer_function(model.discrete_modes(), s.freqs)) < 1e-4
     with torch.no_grad():                                                # dA underflows to 0: one tap
-        model.base_model.layers[0].ssm_f.kernel.log_A_real.fill_(30.0)
+        model.base_model.layers[0].fs4.kernel.A_re.fill_(-1e13)
     s = spectrum(model.kernels(L), n_fft=128)
     H = transfer_function(model.discrete_modes(), s.freqs, length=L)
     assert torch.isfinite(H).all() and _rel(s.response, H) < 1e-4
@@ -254,7 +254,7 @@ def test_mode_kernels_sum_to_the_kernels_and_shift_tables_see_no_change_on_equal
     model = build("codessm-8kernel", SMOKE, VOCAB)
     L = 48
     modes = mode_kernels(model, L)                                   # [layers, 2, 8 * M, L]
-    M = SMOKE.d_state // 2
+    M = SMOKE.d_state
     assert modes.shape == (SMOKE.n_layers, 2, 8 * M, L)
     summed = modes.reshape(SMOKE.n_layers, 2, 8, M, L).sum(3)
     assert torch.allclose(summed, model.kernels(L), atol=1e-6)

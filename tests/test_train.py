@@ -494,8 +494,10 @@ def test_mixed_precision_is_used_and_keyed_only_on_cuda(monkeypatch):
     for name in ("smoke", "default", "paper"):
         cfg = config.profile(name)
         assert train.pretrain_key("codessm", cfg) == {
-            "model": "codessm", **tokenizer_key(cfg), **cfg.subset(*train.MODEL_FIELDS, *train.TRAIN_FIELDS)}
+            "model": "codessm", **tokenizer_key(cfg), **cfg.subset(*train.MODEL_FIELDS, *train.TRAIN_FIELDS),
+            **train.architecture_key("codessm", cfg)}
         assert "mixed_precision" not in finetune_key({}, "search", cfg, 0)
+        assert "ssm_lr" not in train.pretrain_key("rocoder", cfg)  # CodeSSM's own fields key CodeSSM only
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert train.precision_key(config.profile("paper")) == {"mixed_precision": "bf16"}
     assert train.pretrain_key("codessm", config.profile("paper"))["mixed_precision"] == "bf16"

@@ -24,10 +24,14 @@ Devices: the functions that run a model move their inputs to the model's device
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from ..train import model_device, to_device
+from .spectrum import spectral_shift, spectrum
 
 DIRECTIONS = ("forward", "backward")
 
@@ -207,3 +211,58 @@ def median_step_lti_kernels(model, input_ids: torch.Tensor, attention_mask: torc
     return torch.stack([torch.stack([
         lti_kernels(model, layer, d, median_step_size(model, input_ids, attention_mask, layer, d), length)[channels]
         for d in ("forward", "backward")]) for layer in range(model.config.num_hidden_layers)]).cpu()
+
+
+@dataclass
+class SelectiveKernels:
+    """BiMamba's kernels by lag at several stages (pretrained, after each fine-tuning), every
+    ``channels.step``-th of its ``d_inner`` channels: ``effective[stage]`` the mean effective
+    kernels and ``lti[stage]`` the time-invariant decay at the median step, both float
+    [layers, 2, channels, L]; ``spectra`` and ``lti_spectra`` their ``spectrum``s."""
+
+    effective: dict
+    lti: dict
+    spectra: dict
+    lti_spectra: dict
+    channels: slice
+    d_inner: int
+    n_sequences: int
+
+    @property
+    def length(self) -> int:
+        return next(iter(self.effective.values())).shape[-1]
+
+    def summary(self) -> str:
+        first = next(iter(self.effective.values()))
+        step = f" (every {self.channels.step}th)" if self.channels.step > 1 else ""
+        return (f"{self.n_sequences} functions, padded to {self.length} subword tokens; {first.shape[0]} layers "
+                f"x 2 directions x {first.shape[2]} of the {self.d_inner} channels{step}.")
+
+    def shift(self, f0: float) -> pd.DataFrame:
+        """``spectral_shift`` of the effective kernels from "pretrained" to every other stage
+        (column ``task``): one row per statistic, layer and direction, paired over channels."""
+        return pd.concat([spectral_shift(self.effective["pretrained"], k, f0=f0).assign(task=s)
+                          for s, k in self.effective.items() if s != "pretrained"], ignore_index=True)
+
+    def filter_shares(self) -> pd.DataFrame:
+        """Share of channels of each filter type (``spectrum``'s) per stage: [stages, types]."""
+        stats = pd.concat([sp.table().assign(stage=s) for s, sp in self.spectra.items()])
+        shares = stats.groupby("stage").filter_type.value_counts(normalize=True).unstack(fill_value=0)
+        return shares.reindex(list(self.spectra))
+
+
+def selective_kernels(models: dict, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      max_channels: int = 64, f0: float = 0.05) -> SelectiveKernels:
+    """``SelectiveKernels`` of the BiMamba ``models`` (stage -> model, "pretrained" among them)
+    on one batch (input_ids: r(B L)), at most ``max_channels`` channels per direction."""
+    if "pretrained" not in models:
+        raise ValueError(f"models must include 'pretrained'; got {sorted(models)}")
+    first = models["pretrained"].config
+    d_inner = first.d_model * first.expand
+    channels = slice(None, None, max(1, d_inner // max_channels))
+    eff = {s: mean_effective_kernels(m, input_ids, attention_mask, channels) for s, m in models.items()}
+    lti = {s: median_step_lti_kernels(m, input_ids, attention_mask, channels) for s, m in models.items()}
+    L = input_ids.shape[1]
+    return SelectiveKernels(eff, lti, {s: spectrum(k, n_fft=L, f0=f0) for s, k in eff.items()},
+                            {s: spectrum(k, n_fft=L, f0=f0) for s, k in lti.items()}, channels, d_inner,
+                            len(input_ids))

@@ -20,13 +20,13 @@ per kernel:
                   "high-pass" if peak_freq >  f_high (default 1/2 - f0),
                   "band-pass" otherwise.
 
-``transfer_function`` is the closed form of H for S4D kernels K[l] = 2 Re sum_m CdB_m dA_m^l:
+``transfer_function`` is the closed form of H for S4D kernels K[l] = Re sum_m CdB_m dA_m^l (BiGS's):
 
-    H(w) = sum_m [ CdB_m / (1 - dA_m e^{-iw}) + conj(CdB_m) / (1 - conj(dA_m) e^{-iw}) ],  w = 2 pi f.
+    H(w) = 1/2 sum_m [ CdB_m / (1 - dA_m e^{-iw}) + conj(CdB_m) / (1 - conj(dA_m) e^{-iw}) ],  w = 2 pi f.
 
 It is the transform of the infinite kernel. The FFT of the kernel truncated to L taps is instead
 
-    H_L(w) = sum_m [ CdB_m (1 - dA_m^L e^{-iwL}) / (1 - dA_m e^{-iw}) + conj(...) ],
+    H_L(w) = 1/2 sum_m [ CdB_m (1 - dA_m^L e^{-iwL}) / (1 - dA_m e^{-iw}) + conj(...) ],
 
 so the two agree only where |dA_m|^L is negligible (the kernel has decayed within L);
 ``transfer_function(..., length=L)`` returns H_L, which equals the FFT at any n_fft >= L.
@@ -148,21 +148,21 @@ def spectral_statistics(kernel, names=None, n_fft: int | None = None, f0: float 
 
 
 def transfer_function(modes, freqs=None, *, omega=None, D=None, length: int | None = None) -> torch.Tensor:
-    """Closed-form frequency response of S4D kernels K[l] = 2 Re sum_m CdB_m dA_m^l.
+    """Closed-form frequency response of S4D kernels K[l] = Re sum_m CdB_m dA_m^l.
 
     modes: (dA, CdB), complex [..., M] as returned by ``CodeSSMForMaskedLM.discrete_modes()``
     ([layers, 2, n_kernels, M]) or ``S4DKernel.discrete_modes()``. Give the grid either as
     ``freqs`` (cycles per token, e.g. ``Spectrum.freqs``) or ``omega`` (radians per token,
     omega = 2 pi freqs), any shape [F...]. Returns complex128 [..., F...]:
 
-        H(w) = sum_m CdB_m / (1 - dA_m e^{-iw}) + conj(CdB_m) / (1 - conj(dA_m) e^{-iw})  (+ D)
+        H(w) = 1/2 sum_m CdB_m / (1 - dA_m e^{-iw}) + conj(CdB_m) / (1 - conj(dA_m) e^{-iw})  (+ D)
 
     ``length=L`` gives the response of the kernel truncated to L taps (the numerators gain
     the factor 1 - dA_m^L e^{-iwL}), equal to ``torch.fft.rfft(model.kernels(L), n)`` at
     f = j / n for any n >= L; without it, the infinite kernel's response, which matches the
     FFT only once |dA_m|^L is negligible. ``D`` (broadcastable to [...], optional, default
-    none) adds the skip term; ``CodeSSMForMaskedLM.kernels`` excludes it, and CodeSSM's D is
-    per channel, not per kernel."""
+    none) adds the skip term; ``CodeSSMForMaskedLM.kernels`` excludes it (CodeSSM's D is one
+    scalar per S4D layer, as BiGS's)."""
     if (freqs is None) == (omega is None):
         raise ValueError("give exactly one of freqs (cycles per token) or omega (radians per token)")
     dA, CdB = modes
@@ -182,7 +182,7 @@ def transfer_function(modes, freqs=None, *, omega=None, D=None, length: int | No
         safe = torch.where(a == 0, torch.ones_like(a), a)
         aL = torch.where(a == 0, torch.zeros_like(a), torch.exp(length * safe.log()))
         num_a, num_b = 1 - aL * zL, 1 - aL.conj() * zL
-    H = (c * num_a / (1 - a * z) + c.conj() * num_b / (1 - a.conj() * z)).sum(-2)
+    H = 0.5 * (c * num_a / (1 - a * z) + c.conj() * num_b / (1 - a.conj() * z)).sum(-2)
     if D is not None:
         H = H + torch.as_tensor(D, dtype=torch.float64)[..., None]
     return H.reshape(*H.shape[:-1], *grid)
@@ -246,7 +246,7 @@ def spectral_shift(before, after, f0: float = 0.05, pool_layers: bool = False, m
 
 
 def mode_kernels(model, length: int) -> torch.Tensor:
-    """One kernel per S4D mode of a CodeSSM, K_m[l] = 2 Re(CdB_m dA_m^l): float
+    """One kernel per S4D mode of a CodeSSM, K_m[l] = Re(CdB_m dA_m^l): float
     [layers, 2, n_kernels * M, length]. Each S4D kernel is the sum of its M mode kernels, and a
     mode keeps its index through fine-tuning, so modes pair before and after."""
     dA, CdB = model.discrete_modes()                                   # [layers, 2, n_kernels, M]

@@ -4,11 +4,12 @@ Glossary (code name: meaning):
 
 - ``reverse_padded(x, lengths)``: rev(x), each sequence reversed within its real length, so
   a backward branch never reads padding (padding stays at the end).
-- ``encoder_forward``: embeddings (no positions) -> ``n_layers`` residual layers
-  ``layer(x, mask, lengths)``, padding zeroed after each -> final LayerNorm. As in Hugging
-  Face's pre-LN models (e.g. ``MambaModel``), the hidden states are (embeddings, layer 1, ...,
-  layer n-1, LN(layer n)): the last one is ``last_hidden_state``, after the final norm, so every
-  family's last layer is read normalised, as RoCoder's post-LN layers are.
+- ``encoder_forward``: embeddings -> ``n_layers`` residual layers ``layer(x, mask, lengths)``,
+  padding zeroed after each -> the final LayerNorm where the family has one
+  (``model.final_norm``). CodeSSM has none, as BiGS: its hidden states are (embeddings,
+  layer 1, ..., layer n), the residual stream. BiMamba has one, as Hugging Face's pre-LN models
+  (e.g. ``MambaModel``): (embeddings, layer 1, ..., layer n-1, LN(layer n)), the last one its
+  ``last_hidden_state``.
 - ``masked_lm_output``: logits = W_lm h + b and the masked-token cross-entropy. Without labels,
   h is every position's last hidden state (logits r(B L V)); with labels, h is gathered at the
   positions whose label is not -100 first (logits r(n V), n masked positions), so pretraining
@@ -50,18 +51,18 @@ def init_standard(module, std: float) -> bool:
 
 def encoder_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                     output_hidden_states: bool = False) -> BaseModelOutput:
-    """Run ``model.embeddings``, ``model.layers`` and ``model.final_norm`` (a base model of
-    either family) on input_ids: r(B L)."""
+    """Run ``model.embeddings``, ``model.layers`` and ``model.final_norm`` (None: no final norm)
+    of a base model of either family on input_ids: r(B L)."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    mask = attention_mask[..., None].to(model.embeddings.weight.dtype)  # [b, L, 1]
+    mask = attention_mask[..., None].to(model.get_input_embeddings().weight.dtype)  # [b, L, 1]
     lengths = attention_mask.sum(1)                                      # [b]
     x = model.embeddings(input_ids) * mask                               # [b, L, d]
     states = [x]
     for layer in model.layers:
         x = layer(x, mask, lengths) * mask
         states.append(x)
-    last = model.final_norm(x) * mask                                    # [b, L, d]
+    last = x if model.final_norm is None else model.final_norm(x) * mask  # [b, L, d]
     return BaseModelOutput(last_hidden_state=last,
                            hidden_states=(*states[:-1], last) if output_hidden_states else None)
 
