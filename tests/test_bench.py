@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from analysis import bench
+from analysis.bench.__main__ import main as bench_main
 from analysis.config import profile
 from analysis.models import build, trainable_parameters
 
@@ -59,7 +60,7 @@ def test_smallest_gpu():
 
 
 def test_paper_shapes_command_prints_every_model(capsys):
-    assert bench.main(["paper-shapes", "--profile", "smoke", "--models", "rocoder", "bimamba",
+    assert bench_main(["paper-shapes", "--profile", "smoke", "--models", "rocoder", "bimamba",
                        "--threads", "1", "--precision", "no"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines() if line.split()}
@@ -67,13 +68,13 @@ def test_paper_shapes_command_prints_every_model(capsys):
     for name in ("rocoder", "bimamba"):
         millions = trainable_parameters(build(name, cfg, cfg.vocab_size)) / 1e6
         assert lines[name].split()[1] == f"{millions:.1f}M"
-    assert bench.main(["paper-shapes", "--profile", "smoke", "--batch", "0"]) == 2
+    assert bench_main(["paper-shapes", "--profile", "smoke", "--batch", "0"]) == 2
     assert "batch and threads must be >= 1" in capsys.readouterr().err
 
 
 def test_gpu_check_skips_here_naming_what_is_missing(capsys):
     assert not torch.cuda.is_available()
-    assert bench.main(["gpu"]) == 0
+    assert bench_main(["gpu"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("python -m analysis.bench gpu: skipped, this machine cannot run the GPU check:")
     assert "torch.cuda.is_available() is False" in out and "mamba_ssm not importable" in out
