@@ -125,3 +125,17 @@ def test_pretrain_benchmark_counts_real_tokens_and_compares_the_modes():
             assert r["tokens_per_step"] == 4 * 16
         assert r["step_s"] > 0 and r["tokens_per_s"] > 0
     assert all(r["speedup"] == 1.0 for r in rows if r["mode"] == bench.PRETRAIN_MODES[0])
+
+
+def test_directprobe_comparison_finds_both_paths_identical(capsys):
+    """``bench directprobe`` on a small size: both paths, identical clusters and predictions,
+    every time positive; mismatched size lists are a clear error."""
+    row = bench.directprobe_comparison(n=150, dim=12, labels=3, flip=0.1)
+    assert row["same_clusters"] and row["same_predictions"] and row["clusters"] == row["ref_clusters"] >= 3
+    assert row["test"] == 37 and min(row["fit_s"], row["ref_fit_s"], row["predict_s"], row["ref_predict_s"]) > 0
+    assert row["speedup"] == pytest.approx(row["ref_total_s"] / row["total_s"])
+    assert bench_main(["directprobe", "--n", "60", "--dim", "6", "--labels", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[0] == "n" and out[2].split()[:3] == ["60", "6", "2"] and out[2].split()[-2:] == ["True", "True"]
+    assert bench_main(["directprobe", "--n", "60", "90", "--dim", "6", "--labels", "2"]) == 2
+    assert "one value per size" in capsys.readouterr().err

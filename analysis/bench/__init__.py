@@ -3,8 +3,8 @@
     python -m analysis.bench scan [--lengths 256 1024 4096] [--repeats 3] [--threads 2]
                                   [--ref-backward-max 1024]
 
-    python -m analysis.bench directprobe [--n 3000] [--dim 256] [--labels 3] [--separable | --overlap]
-                                         [--sep S] [--seed 0]
+    python -m analysis.bench directprobe [--n 3600 5200] [--dim 768 768] [--labels 3 5] [--flip 0.05]
+                                         [--seed 0]
 
     python -m analysis.bench threads [--models codessm rocoder bimamba] [--pairs 16] [--length 128]
                                      [--repeats 5] [--threads 2]
@@ -26,14 +26,15 @@ the tests call.
 """
 from .gpu import GPU_TOLERANCE, gpu_chapter_check, gpu_missing, gpu_scan_check
 from .pretraining import PRETRAIN_MODES, pack, pretrain_batches, pretrain_benchmark
-from .probing import directprobe_benchmark, gaussian_classes
+from .probing import directprobe_benchmark, directprobe_comparison, gaussian_classes, probe_like
 from .scan import IMPLEMENTATIONS, SCAN_INPUTS, print_scan_table, scan_benchmark, scan_inputs, unbind_loop
 from .shapes import (activation_bytes, gpu_bytes, masked_per_sequence, measure_model, mlm_batch, paper_shapes,
                      print_paper_shapes, saved_activations, smallest_gpu, training_step)
 from .threads import threads_benchmark
 
 __all__ = ["GPU_TOLERANCE", "gpu_chapter_check", "gpu_missing", "gpu_scan_check", "PRETRAIN_MODES", "pack",
-           "pretrain_batches", "pretrain_benchmark", "directprobe_benchmark", "gaussian_classes",
+           "pretrain_batches", "pretrain_benchmark", "directprobe_benchmark", "directprobe_comparison",
+           "gaussian_classes", "probe_like",
            "IMPLEMENTATIONS", "SCAN_INPUTS", "print_scan_table", "scan_benchmark", "scan_inputs", "unbind_loop",
            "activation_bytes", "gpu_bytes", "masked_per_sequence", "measure_model", "mlm_batch", "paper_shapes",
            "print_paper_shapes", "saved_activations", "smallest_gpu", "training_step", "threads_benchmark"]

@@ -62,7 +62,7 @@ def _timed(fn):
 
 
 def directprobe_comparison(n: int = 3600, dim: int = 768, labels: int = 3, flip: float = 0.05,
-                           seed: int = 0) -> dict:
+                           seed: int = 0, verbose: bool = False) -> dict:
     """One table row: both paths on ``probe_like`` training points (seed) and n / 4 test points
     (seed + 1, the same blobs), on one thread."""
     if min(n, dim) < 1 or labels < 2 or n < 2 * labels:
@@ -72,6 +72,9 @@ def directprobe_comparison(n: int = 3600, dim: int = 768, labels: int = 3, flip:
     with threadpool_limits(1):
         fast, fit_fast = _timed(lambda: directprobe(X, y, method="fast"))
         pred_fast, predict_fast = _timed(lambda: fast.predict(X_test))
+        if verbose:
+            print(f"  {n} x {dim}, {labels} labels: fast fit {fit_fast:.1f} s ({fast.n_clusters} clusters), "
+                  f"predict {predict_fast:.1f} s; the reference follows", file=sys.stderr, flush=True)
         ref, fit_ref = _timed(lambda: directprobe(X, y, method="reference"))
         pred_ref, predict_ref = _timed(lambda: ref.cluster_labels[np.argmin(ref.hull_distances(X_test), axis=1)])
     same = len(fast.clusters) == len(ref.clusters) and all(
@@ -107,7 +110,7 @@ def command(args) -> int:
     rows = []
     for n, dim, labels in zip(args.n, args.dim, args.labels):
         try:
-            rows.append(directprobe_comparison(n, dim, labels, args.flip, args.seed))
+            rows.append(directprobe_comparison(n, dim, labels, args.flip, args.seed, verbose=True))
         except ValueError as err:
             print(f"python -m analysis.bench directprobe: {err}", file=sys.stderr)
             return 2

@@ -64,6 +64,19 @@ d. Active-set LPs. The LP is solved on a subset S of the points (those nearest t
 e. One LP of A u B against all remaining other-label points settles every cluster at once
    when it succeeds; otherwise the remaining clusters are checked one by one, nearest
    first (the likeliest to fail, and one failure rejects).
+f. SVM planes before LPs (``method="fast"``, the default). Before the LP of (d), a linear SVM
+   (hinge loss, liblinear's dual coordinate descent, capped at SVM_PASSES passes) proposes a
+   plane; if it certifies as in (b) on every point, that is the answer, and its support (the
+   points on or inside its margin) seeds later LPs as an LP's support does. A plane that does
+   not certify decides nothing, the LP does: so every decision, and the clusters, are those of
+   ``method="reference"`` (a-e alone), which tests and ``python -m analysis.bench directprobe``
+   compare. It settles most accepted merges, and whole labels that are separable, without an LP.
+
+Predictions (``predict``, ``evaluate``) go through ``nearest_hulls``: per test point the
+clusters in order of their nearest training point, each hull distance stopped once its
+column generation's lower bound passes the best distance so far. The exact distances it does
+compute are ``hull_distance``'s, and a stopped one is above the best, so the argmin (ties by
+cluster order) is that of the full ``hull_distances`` matrix.
 """
 from __future__ import annotations
 
