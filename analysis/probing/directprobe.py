@@ -72,9 +72,9 @@ f. SVM planes before LPs (``method="fast"``, the default). Before the LP of (d),
    ``method="reference"`` (a-e alone), which tests and ``python -m analysis.bench directprobe``
    compare. It settles most accepted merges, and whole labels that are separable, without an LP.
 
-Predictions (``predict``, ``evaluate``) go through ``nearest_hulls``: per test point the
-clusters in order of their nearest training point, each hull distance stopped once its
-column generation's lower bound passes the best distance so far. The exact distances it does
+Predictions (``predict``, ``evaluate``) go through ``nearest_hulls``: per test point each
+hull distance is stopped once its column generation's lower bound passes the best distance so
+far. The exact distances it does
 compute are ``hull_distance``'s, and a stopped one is above the best, so the argmin (ties by
 cluster order) is that of the full ``hull_distances`` matrix.
 """
@@ -213,7 +213,11 @@ def hull_distance(A, B, stop_above: float = np.inf) -> float:
     the distance: then the distance, as computed without ``stop_above``, is above it too (every
     working-set optimum is a point of the hull: at least the distance)."""
     A = _as_points("A", A)
-    B = _as_points("B", B, A.shape[1])
+    return _hull_distance(A, _as_points("B", B, A.shape[1]), stop_above)
+
+
+def _hull_distance(A: np.ndarray, B: np.ndarray, stop_above: float = np.inf) -> float:
+    """``hull_distance`` on validated float64 points."""
     d2 = (A ** 2).sum(1)[:, None] - 2 * A @ B.T + (B ** 2).sum(1)[None]
     ia, ib = np.unravel_index(np.argsort(d2, axis=None, kind="stable")[:START], d2.shape)
     scale = float(np.sqrt(max(d2.min(), 0.0)))
@@ -431,16 +435,15 @@ class DirectProbeResult:
     def nearest_hulls(self, X_test) -> tuple[np.ndarray, np.ndarray]:
         """(the cluster whose hull is nearest, that distance) per test point: r(N), r(N); the
         argmin of ``hull_distances`` (ties by cluster order), without computing every distance:
-        the clusters in order of their nearest training point, each stopped as soon as its
-        lower bound passes the best distance so far (``hull_distance``'s ``stop_above``)."""
+        each cluster's distance is stopped as soon as its lower bound passes the best distance
+        so far (``hull_distance``'s ``stop_above``)."""
         X_test = self._test_points(X_test)
         best = np.empty(len(X_test), dtype=int)
         dist = np.empty(len(X_test))
         for k, x in enumerate(X_test):
-            near = [float(((H - x) ** 2).sum(1).min()) for H in self._hulls]
             found = np.full(self.n_clusters, np.inf)
-            for c in np.argsort(near, kind="stable"):
-                found[c] = hull_distance(self._hulls[c], x[None], stop_above=found.min())
+            for c, H in enumerate(self._hulls):
+                found[c] = _hull_distance(H, x[None], stop_above=found.min())
             best[k] = int(np.argmin(found))
             dist[k] = found[best[k]]
         return best, dist
