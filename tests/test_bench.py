@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from analysis import bench
+from analysis.bench.__main__ import main as bench_main
 from analysis.config import profile
 from analysis.models import build, trainable_parameters
 
@@ -59,7 +60,7 @@ def test_smallest_gpu():
 
 
 def test_paper_shapes_command_prints_every_model(capsys):
-    assert bench.main(["paper-shapes", "--profile", "smoke", "--models", "rocoder", "bimamba",
+    assert bench_main(["paper-shapes", "--profile", "smoke", "--models", "rocoder", "bimamba",
                        "--threads", "1", "--precision", "no"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines() if line.split()}
@@ -67,13 +68,13 @@ def test_paper_shapes_command_prints_every_model(capsys):
     for name in ("rocoder", "bimamba"):
         millions = trainable_parameters(build(name, cfg, cfg.vocab_size)) / 1e6
         assert lines[name].split()[1] == f"{millions:.1f}M"
-    assert bench.main(["paper-shapes", "--profile", "smoke", "--batch", "0"]) == 2
+    assert bench_main(["paper-shapes", "--profile", "smoke", "--batch", "0"]) == 2
     assert "batch and threads must be >= 1" in capsys.readouterr().err
 
 
 def test_gpu_check_skips_here_naming_what_is_missing(capsys):
     assert not torch.cuda.is_available()
-    assert bench.main(["gpu"]) == 0
+    assert bench_main(["gpu"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("python -m analysis.bench gpu: skipped, this machine cannot run the GPU check:")
     assert "torch.cuda.is_available() is False" in out and "mamba_ssm not importable" in out
@@ -124,3 +125,17 @@ def test_pretrain_benchmark_counts_real_tokens_and_compares_the_modes():
             assert r["tokens_per_step"] == 4 * 16
         assert r["step_s"] > 0 and r["tokens_per_s"] > 0
     assert all(r["speedup"] == 1.0 for r in rows if r["mode"] == bench.PRETRAIN_MODES[0])
+
+
+def test_directprobe_comparison_finds_both_paths_identical(capsys):
+    """``bench directprobe`` on a small size: both paths, identical clusters and predictions,
+    every time positive; mismatched size lists are a clear error."""
+    row = bench.directprobe_comparison(n=150, dim=12, labels=3, flip=0.1)
+    assert row["same_clusters"] and row["same_predictions"] and row["clusters"] == row["ref_clusters"] >= 3
+    assert row["test"] == 37 and min(row["fit_s"], row["ref_fit_s"], row["predict_s"], row["ref_predict_s"]) > 0
+    assert row["speedup"] == pytest.approx(row["ref_total_s"] / row["total_s"])
+    assert bench_main(["directprobe", "--n", "60", "--dim", "6", "--labels", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[0] == "n" and out[2].split()[:3] == ["60", "6", "2"] and out[2].split()[-2:] == ["True", "True"]
+    assert bench_main(["directprobe", "--n", "60", "90", "--dim", "6", "--labels", "2"]) == 2
+    assert "one value per size" in capsys.readouterr().err

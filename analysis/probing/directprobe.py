@@ -64,6 +64,19 @@ d. Active-set LPs. The LP is solved on a subset S of the points (those nearest t
 e. One LP of A u B against all remaining other-label points settles every cluster at once
    when it succeeds; otherwise the remaining clusters are checked one by one, nearest
    first (the likeliest to fail, and one failure rejects).
+f. SVM planes before LPs (``method="fast"``, the default). Before the LP of (d), a linear SVM
+   (hinge loss, liblinear's dual coordinate descent, capped at SVM_PASSES passes) proposes a
+   plane; if it certifies as in (b) on every point, that is the answer, and its support (the
+   points on or inside its margin) seeds later LPs as an LP's support does. A plane that does
+   not certify decides nothing, the LP does: so every decision, and the clusters, are those of
+   ``method="reference"`` (a-e alone), which tests and ``python -m analysis.bench directprobe``
+   compare. It settles most accepted merges, and whole labels that are separable, without an LP.
+
+Predictions (``predict``, ``evaluate``) go through ``nearest_hulls``: per test point each
+hull distance is stopped once its column generation's lower bound passes the best distance so
+far. The exact distances it does
+compute are ``hull_distance``'s, and a stopped one is above the best, so the argmin (ties by
+cluster order) is that of the full ``hull_distances`` matrix.
 """
 from __future__ import annotations
 
@@ -76,6 +89,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 from scipy.optimize import linprog, lsq_linear, nnls
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import LinearSVC
 
 TOL = 1e-7
 STEP = 0.5
@@ -99,6 +114,10 @@ ROUND = 1e-9
 GAP = 1e-2
 PRICE_GAP = 1e-8
 START, BATCH = 32, 32
+# The SVM certificate (docstring, f): C of the hinge loss on points scaled into the unit cube,
+# and liblinear's cap on passes over the points (a query it cannot separate costs at most that).
+SVM_C, SVM_PASSES = 1e3, 200
+METHODS = ("fast", "reference")
 
 
 def _min_norm_point(D: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -176,7 +195,7 @@ def _as_points(name: str, P, dim: int | None = None) -> np.ndarray:
     return P
 
 
-def hull_distance(A, B) -> float:
+def hull_distance(A, B, stop_above: float = np.inf) -> float:
     """Euclidean distance between conv(A: r(a d)) and conv(B: r(b d)); a point x is B = [x].
 
     dist(conv A, conv B) = min |z| over z in conv{a_i - b_j} (the Minkowski difference), found
@@ -187,9 +206,18 @@ def hull_distance(A, B) -> float:
     returned once the gap is at most PRICE_GAP s. Otherwise the next working set is the optimum's
     support plus BATCH pairs (r-th lowest a_i.z, r-th highest b_j.z), r < BATCH, the first
     being the most violated: the optimum over it is strictly nearer, so no working set
-    repeats and the loop ends (at worst with every pair: exact)."""
+    repeats and the loop ends (at worst with every pair: exact).
+
+    ``stop_above``: once a round's lower bound (min_i a_i.z - max_j b_j.z) / |z| exceeds it by
+    more than 1e-8 s (beyond round-off, or the ROUND to 0), that bound is returned instead of
+    the distance: then the distance, as computed without ``stop_above``, is above it too (every
+    working-set optimum is a point of the hull: at least the distance)."""
     A = _as_points("A", A)
-    B = _as_points("B", B, A.shape[1])
+    return _hull_distance(A, _as_points("B", B, A.shape[1]), stop_above)
+
+
+def _hull_distance(A: np.ndarray, B: np.ndarray, stop_above: float = np.inf) -> float:
+    """``hull_distance`` on validated float64 points."""
     d2 = (A ** 2).sum(1)[:, None] - 2 * A @ B.T + (B ** 2).sum(1)[None]
     ia, ib = np.unravel_index(np.argsort(d2, axis=None, kind="stable")[:START], d2.shape)
     scale = float(np.sqrt(max(d2.min(), 0.0)))
@@ -201,6 +229,8 @@ def hull_distance(A, B) -> float:
         ra, rb = np.argsort(ga, kind="stable")[:BATCH], np.argsort(-gb, kind="stable")[:BATCH]
         if ga[ra[0]] - gb[rb[0]] >= dist * (dist - PRICE_GAP * scale):
             return dist
+        if (ga[ra[0]] - gb[rb[0]]) / dist > stop_above + 1e-8 * scale:
+            return (ga[ra[0]] - gb[rb[0]]) / dist
         if ((ia == ra[0]) & (ib == rb[0])).any():  # violated only by round-off of the certificate
             return dist
         r = np.arange(max(len(ra), len(rb)))
@@ -334,6 +364,40 @@ class _Separator:
             in_q[vq[order[order >= len(vp)] - len(vp)]] = True
 
 
+def _svm_direction(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(f) A candidate separating direction w (P on its positive side) and the rows (P then Q)
+    on or inside its margin: a linear SVM, hinge loss, C = SVM_C on the centred points scaled
+    into the unit cube (liblinear's dual coordinate descent, at most SVM_PASSES passes).
+    Not a decision: the caller checks w on every point (``_certifies``)."""
+    Z = np.concatenate([P, Q])                                     # [p + q, d]
+    Z -= Z.mean(0)
+    Z /= np.abs(Z).max() or 1.0
+    y = np.concatenate([np.ones(len(P)), -np.ones(len(Q))])
+    with warnings.catch_warnings():                                 # unseparated: stops at the cap
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svm = LinearSVC(C=SVM_C, loss="hinge", dual=True, max_iter=SVM_PASSES, tol=1e-5).fit(Z, y)
+    w = svm.coef_[0]
+    return w, np.flatnonzero(y * svm.decision_function(Z) <= 1.0 + 1e-6)
+
+
+class _SvmSeparator(_Separator):
+    """``_Separator`` with the linear SVM's plane tried first (docstring, f): the same
+    decisions, the active-set LP only where the SVM's plane does not certify separability."""
+
+    def __init__(self, U: np.ndarray, tol: float = TOL):
+        super().__init__(U, tol)
+        self.svm_certified = 0
+
+    def plane(self, ip: np.ndarray, iq: np.ndarray, guess: np.ndarray | None = None,
+              seed: np.ndarray | None = None) -> _Plane | None:
+        P, Q = self.U[ip], self.U[iq]
+        w, margin = _svm_direction(P, Q)
+        if _certifies(w, float((P @ w).min()), float((Q @ w).max()), self.tol):
+            self.svm_certified += 1
+            return _Plane(w, np.concatenate([ip, iq])[margin])
+        return super().plane(ip, iq, guess, seed)
+
+
 @dataclass
 class DirectProbeResult:
     """Clusters (indices into the training points X, y), their labels, and how they were found
@@ -368,9 +432,25 @@ class DirectProbeResult:
         return np.array([[hull_distance(H, x[None]) for H in self._hulls] for x in X_test]).reshape(
             len(X_test), self.n_clusters)
 
+    def nearest_hulls(self, X_test) -> tuple[np.ndarray, np.ndarray]:
+        """(the cluster whose hull is nearest, that distance) per test point: r(N), r(N); the
+        argmin of ``hull_distances`` (ties by cluster order), without computing every distance:
+        each cluster's distance is stopped as soon as its lower bound passes the best distance
+        so far (``hull_distance``'s ``stop_above``)."""
+        X_test = self._test_points(X_test)
+        best = np.empty(len(X_test), dtype=int)
+        dist = np.empty(len(X_test))
+        for k, x in enumerate(X_test):
+            found = np.full(self.n_clusters, np.inf)
+            for c, H in enumerate(self._hulls):
+                found[c] = _hull_distance(H, x[None], stop_above=found.min())
+            best[k] = int(np.argmin(found))
+            dist[k] = found[best[k]]
+        return best, dist
+
     def predict(self, X_test) -> np.ndarray:
         """Label of the cluster with the nearest convex hull, per test point: r(N)."""
-        return self.cluster_labels[np.argmin(self.hull_distances(X_test), axis=1)]
+        return self.cluster_labels[self.nearest_hulls(X_test)[0]]
 
     def predict_nearest(self, X_test) -> np.ndarray:
         """Label of the cluster holding each test point's nearest training point (1-NN): r(N)."""
@@ -415,13 +495,12 @@ class DirectProbeResult:
         correct, the 1-NN prediction and whether it is correct, and the distance to the nearest
         hull. One row per item, for paired bootstraps over test items."""
         X_test = self._test_points(X_test, y_test)
-        dist = self.hull_distances(X_test)
-        best = np.argmin(dist, axis=1)
+        best, dist = self.nearest_hulls(X_test)
         y_test = np.asarray(y_test)
         hull, nearest = self.cluster_labels[best], self.predict_nearest(X_test)
         return pd.DataFrame({"item": np.arange(len(X_test)), "label": y_test, "predicted": hull,
                              "correct": hull == y_test, "nn_predicted": nearest, "nn_correct": nearest == y_test,
-                             "hull_distance": dist[np.arange(len(X_test)), best]})
+                             "hull_distance": dist})
 
     def cluster_distances(self) -> list[tuple[int, int, float]]:
         """(i, j, dist(conv(cluster i), conv(cluster j))) for every pair i < j of clusters of
@@ -614,10 +693,14 @@ class _Greedy:
         return [self.clusters[c] for c in final], [self.label_of[c] for c in final]
 
 
-def directprobe(X_train, y_train) -> DirectProbeResult:
+def directprobe(X_train, y_train, method: str = "fast") -> DirectProbeResult:
     """Cluster (X_train: r(n d), y_train: r(n)) into label-pure clusters with pairwise linearly
-    separable convex hulls across labels (see the module docstring)."""
-    return _directprobe(X_train, y_train)
+    separable convex hulls across labels (see the module docstring). ``method``: "fast" (the
+    SVM certificates of f before the LPs) or "reference" (a-e only); both give the same
+    clusters, decision for decision."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    return _directprobe(X_train, y_train, method=method)
 
 
 def _separable_labels(sep: _Separator, ulab: np.ndarray, present: list) -> set[tuple]:
@@ -630,9 +713,9 @@ def _separable_labels(sep: _Separator, ulab: np.ndarray, present: list) -> set[t
     return label_sep
 
 
-def _directprobe(X_train, y_train, *, shortcuts: bool = True) -> DirectProbeResult:
+def _directprobe(X_train, y_train, *, shortcuts: bool = True, method: str = "reference") -> DirectProbeResult:
     """``directprobe``; ``shortcuts=False`` skips the whole-label step (docstring, a) and runs
-    the greedy loop on every input (same clusters, only slower)."""
+    the greedy loop on every input (same clusters, only slower); ``method`` as there."""
     t0 = time.perf_counter()
     X = np.asarray(X_train, dtype=np.float64)
     y = np.asarray(y_train)
@@ -640,7 +723,7 @@ def _directprobe(X_train, y_train, *, shortcuts: bool = True) -> DirectProbeResu
     U = X[[idx[0] for idx in members]]               # the distinct points; hull = their hull
     ulab = np.array(member_labels)
     present = [l for l in labels if (ulab == l).any()]
-    sep = _Separator(U)
+    sep = _SvmSeparator(U) if method == "fast" else _Separator(U)
     label_sep = _separable_labels(sep, ulab, present) if shortcuts else set()
     if len(label_sep) == len(present) * (len(present) - 1):
         final = [np.concatenate([idx for idx, ml in zip(members, member_labels) if ml == l]) for l in present]
