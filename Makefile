@@ -11,7 +11,7 @@ MATHJAX_TGZ := .cache/npm/mathjax-$(MATHJAX_VERSION).tgz
 MATHJAX := _static/mathjax/tex-mml-chtml.js
 ARGS    ?=
 
-.PHONY: book test pytest chapters html venv mathjax clean clean-cache reproducible
+.PHONY: book test pytest chapters html venv mathjax clean clean-cache reproducible reproducible-check
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,12 +43,14 @@ mathjax: $(MATHJAX)
 book: venv mathjax
 	$(PY) -m analysis.book run --profile $(PROFILE) $(ARGS)
 
-## make test: the pytest suite, then every chapter under the smoke profile, then the HTML.
+## make test: the pytest suite, then every chapter under the smoke profile, then the HTML, then the
+## ledger chapters once more with one worker into an empty cache (the ledgers must match).
 test: venv mathjax
 	$(PY) -m pytest -q -m "not browser"
 	$(PY) -m analysis.book run --profile smoke --no-html
 	$(PY) -m analysis.book html --strict
 	$(PY) -m pytest -q -m browser
+	$(MAKE) reproducible-check
 
 ## make reproducible: the chapters that write the ledger, under the smoke profile, twice into empty
 ## caches (ANALYSIS_WORKERS=1, then 2); the two ledgers must hold the same numbers.
@@ -58,6 +60,14 @@ reproducible: venv
 	for w in 1 2; do ANALYSIS_WORKERS=$$w ANALYSIS_CACHE=$(REPRO)/cache$$w ANALYSIS_RUN_DIR=$(REPRO)/run$$w \
 		$(PY) -m analysis.book run --profile smoke --no-html --only 03 04 05 06 || exit 1; done
 	REPRODUCE_LEDGERS=$(REPRO)/run1,$(REPRO)/run2 $(PY) -m pytest -q tests/test_determinism.py -k ledger
+
+## make test's check of the same: the smoke book it just built (the default pool of workers, an
+## empty cache on a clean clone) against the ledger chapters once more, one worker, an empty cache.
+reproducible-check: venv
+	rm -rf $(REPRO)
+	ANALYSIS_WORKERS=1 ANALYSIS_CACHE=$(REPRO)/cache1 ANALYSIS_RUN_DIR=$(REPRO)/run1 \
+		$(PY) -m analysis.book run --profile smoke --no-html --only 03 04 05 06
+	REPRODUCE_LEDGERS=$(CURDIR)/_build/run,$(REPRO)/run1 $(PY) -m pytest -q tests/test_determinism.py -k ledger
 
 clean:
 	rm -rf _build book/*.ipynb
