@@ -98,3 +98,15 @@ def test_the_svm_direction_only_proposes():
 def test_an_unknown_method_is_a_clear_error():
     with pytest.raises(ValueError, match="method must be one of fast, reference"):
         directprobe(np.eye(3), np.array([0, 1, 1]), method="exact")
+
+
+def test_hulls_sharing_a_point_up_to_float32_round_off_touch():
+    """The same token's state from two batches differs by float32 round-off: such hulls touch
+    (distance 0), and the NNLS is not scaled by the round-off (it was ill-conditioned there)."""
+    from analysis.probing.directprobe import hull_distance
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(40, 64)) * 3
+    B = np.vstack([rng.normal(size=(25, 64)) * 3 + 0.5, A[7] + 1e-7 * rng.normal(size=64)])
+    assert hull_distance(A, B) == 0.0
+    far = B[:-1] + 50.0            # without the shared point the hulls are far apart
+    assert hull_distance(A, far) > 1.0

@@ -111,6 +111,10 @@ SOLVERS = (("highs-ds", 20), ("highs-ipm", None), ("highs", None))
 # the pairs outside the working set (``hull_distance``) is exact to PRICE_GAP s. The START
 # nearest pairs open the working set; BATCH pairs join per round.
 ROUND = 1e-9
+# A vertex nearer the origin than FEATURE_EPS times the farthest is the origin: hidden states are
+# float32 (relative precision 6e-8), so the same token's state computed in two batches differs
+# by about that much, and scaling by such a vertex (below) would make the NNLS ill-conditioned.
+FEATURE_EPS = 1e-6
 GAP = 1e-2
 PRICE_GAP = 1e-8
 START, BATCH = 32, 32
@@ -136,12 +140,13 @@ def _min_norm_point(D: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     weights; SciPy's ``nnls`` is Lawson-Hanson's active-set method, which ends after finitely
     many steps at the exact optimum up to round-off. Checked, not trusted: z is optimal iff
     every vertex lies beyond the plane through z normal to z, and min_k s_k.z / |z| is a lower
-    bound of delta, so a gap delta - min_k s_k.z / |z| above GAP raises. delta <= ROUND is 0."""
+    bound of delta, so a gap delta - min_k s_k.z / |z| above GAP raises. delta <= ROUND is 0, and so
+    is a nearest vertex within FEATURE_EPS of the farthest one's norm (float32 round-off)."""
     k, d = D.shape
     nearest = int(np.argmin((D ** 2).sum(1)))
     scale = float(np.sqrt((D[nearest] ** 2).sum()))
-    if scale == 0.0:                           # the origin is a vertex
-        return 0.0, np.zeros(d), np.eye(k)[nearest]
+    if scale <= FEATURE_EPS * float(np.sqrt((D ** 2).sum(1).max())):  # a vertex at the origin, to
+        return 0.0, np.zeros(d), np.eye(k)[nearest]                     # the features' precision
     S = D / scale
     E = np.vstack([S.T, np.ones(k)])
     f = np.zeros(d + 1)
