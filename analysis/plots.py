@@ -379,3 +379,25 @@ def selective_kernels(view, colors: dict, labels: dict, direction: int = 0, max_
     axes[0, -1].legend(fontsize=7)
     finish(fig)
     return fig
+
+
+def variant_centroid_changes(changes: pd.Series, variants, tasks, task_labels: dict, width: float = 0.27):
+    """Bars of the centroid change per layer (``changes``: indexed by model, task, layer), one
+    panel per task and one bar per variant; each variant shows the layers it has (CodeSSM-HF has
+    one fewer than CodeSSM)."""
+    fig, axes = plt.subplots(1, len(tasks), figsize=WIDE, sharey=True, squeeze=False)
+    n_layers = 0
+    for ax, t in zip(axes[0], tasks):
+        for j, v in enumerate(variants):
+            per_layer = changes.loc[(v, t)]
+            n_layers = max(n_layers, len(per_layer))
+            ax.bar(np.asarray(per_layer.index) + (j - (len(variants) - 1) / 2) * width, per_layer.values,
+                   width * 0.9, color=color(v), label=label(v))
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(range(n_layers))
+        ax.set_xlabel("layer")
+        ax.set_title(task_labels[t], fontsize=9)
+    axes[0, 0].set_ylabel("centroid change (cycles/token)")
+    axes[0, 0].legend(fontsize=7)
+    finish(fig)
+    return fig
