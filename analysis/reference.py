@@ -81,3 +81,13 @@ def source_line(name: str) -> str:
         return f"Paper's numbers ({s['quality']}): {s['path']}; {s['note']}."
     return (f"Paper's numbers ({s['quality']}): {s['repository']}, {s['path']}, "
             f"commits {s['commits']}; {s['note']}.")
+
+
+def table1_summary() -> str:
+    """Table 1 in one line, CodeSSM to the best variant per task (second-hand), e.g. for the
+    ledger's "paper" cell."""
+    t1 = paper_table1().set_index(["task", "checkpoint"]).value
+    names = {"nl_code_search": "search MRR", "long_context_retrieval_sqa": "SQA MRR", "type_inference": "types F1"}
+    parts = [f"{name} {t1[(task, 'codessm')]:.2f} to {t1[(task, 'best_variant')]:.2f} "
+             f"({t1[(task, 'best_variant')] - t1[(task, 'codessm')]:+.2f})" for task, name in names.items()]
+    return "; ".join(parts) + " (second-hand, Table 1 as quoted)"

@@ -53,3 +53,9 @@ def test_table1_is_second_hand_and_source_lines_name_their_origin():
     assert "second-hand" in reference.source_line("table1")
     with pytest.raises(KeyError, match="expected one of"):
         reference.source_line("tabel1")
+
+
+def test_table1_summary_reads_the_frame():
+    line = reference.table1_summary()
+    assert "search MRR 25.39 to 30.89 (+5.50)" in line and "types F1 59.70 to 60.98 (+1.28)" in line
+    assert line.endswith("(second-hand, Table 1 as quoted)")
