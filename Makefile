@@ -43,14 +43,12 @@ mathjax: $(MATHJAX)
 book: venv mathjax
 	$(PY) -m analysis.book run --profile $(PROFILE) $(ARGS)
 
-## make test: the pytest suite, then every chapter under the smoke profile, then the HTML, then the
-## ledger chapters once more with one worker into an empty cache (the ledgers must match).
+## make test: the pytest suite, then every chapter under the smoke profile, then the HTML.
 test: venv mathjax
 	$(PY) -m pytest -q -m "not browser"
 	$(PY) -m analysis.book run --profile smoke --no-html
 	$(PY) -m analysis.book html --strict
 	$(PY) -m pytest -q -m browser
-	$(MAKE) reproducible-check
 
 ## make reproducible: the chapters that write the ledger, under the smoke profile, twice into empty
 ## caches (ANALYSIS_WORKERS=1, then 2); the two ledgers must hold the same numbers.
@@ -61,7 +59,7 @@ reproducible: venv
 		$(PY) -m analysis.book run --profile smoke --no-html --only 03 04 05 06 || exit 1; done
 	REPRODUCE_LEDGERS=$(REPRO)/run1,$(REPRO)/run2 $(PY) -m pytest -q tests/test_determinism.py -k ledger
 
-## make test's check of the same: the smoke book it just built (the default pool of workers, an
+## after make test: the smoke book it just built (the default pool of workers, an
 ## empty cache on a clean clone) against the ledger chapters once more, one worker, an empty cache.
 reproducible-check: venv
 	rm -rf $(REPRO)

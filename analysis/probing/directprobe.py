@@ -380,7 +380,8 @@ def _svm_direction(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray
     y = np.concatenate([np.ones(len(P)), -np.ones(len(Q))])
     with warnings.catch_warnings():                                 # unseparated: stops at the cap
         warnings.simplefilter("ignore", ConvergenceWarning)
-        svm = LinearSVC(C=SVM_C, loss="hinge", dual=True, max_iter=SVM_PASSES, tol=1e-5).fit(Z, y)
+        svm = LinearSVC(C=SVM_C, loss="hinge", dual=True, max_iter=SVM_PASSES, tol=1e-5,
+                        random_state=0).fit(Z, y)  # liblinear shuffles: seeded, so every run tries the same plane
     w = svm.coef_[0]
     return w, np.flatnonzero(y * svm.decision_function(Z) <= 1.0 + 1e-6)
 
