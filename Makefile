@@ -43,12 +43,14 @@ mathjax: $(MATHJAX)
 book: venv mathjax
 	$(PY) -m analysis.book run --profile $(PROFILE) $(ARGS)
 
-## make test: the pytest suite, then every chapter under the smoke profile, then the HTML.
+## make test: the pytest suite, then every chapter under the smoke profile, then the HTML, then
+## the ledger chapters once more on one worker into an empty cache: the same ledger numbers.
 test: venv mathjax
 	$(PY) -m pytest -q -m "not browser"
 	$(PY) -m analysis.book run --profile smoke --no-html
 	$(PY) -m analysis.book html --strict
 	$(PY) -m pytest -q -m browser
+	$(MAKE) reproducible-check
 
 ## make reproducible: the chapters that write the ledger, under the smoke profile, twice into empty
 ## caches (ANALYSIS_WORKERS=1, then 2); the two ledgers must hold the same numbers.

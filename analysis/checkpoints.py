@@ -36,7 +36,7 @@ import pandas as pd
 from . import models
 from .cache import artifact_dir, cached, config_key, is_cached, scratch_dir, scratch_path
 from .data import finetune_dataset, load_tokenizer, pretraining_texts
-from .data.sources import sha256_of
+from .data.sources import files_hash, sha256_of
 from .finetune import FT_RUN_VERSION, check_task, finetune_key, train_task
 from .train import (PRETRAIN_VERSION, is_main_process, mlm_loss, pretrain_into, pretrain_key, process_count,
                     random_key, run_seed, training_device, unigram_entropy, wait_for_everyone)
@@ -48,15 +48,6 @@ EXTERNAL_VERSION = "1"
 EXTERNAL_FIELDS = {("codessm", None): "authors_codessm", ("codessm", "long_search"): "authors_codessm_sqa",
                    ("codessm", "types"): "authors_codessm_types", ("rocoder", None): "authors_rocoder",
                    ("rocoder", "long_search"): "authors_rocoder_sqa", ("rocoder", "types"): "authors_rocoder_types"}
-
-
-def files_hash(path: Path) -> str:
-    """sha256 over a file, or over every file of a directory (names and contents, sorted)."""
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    if not files:
-        raise FileNotFoundError(f"{path} holds no files")
-    return config_key({str(p.relative_to(path) if path.is_dir() else p.name): sha256_of(p) for p in files})
 
 
 def external_path(model: str, cfg, task: str | None = None) -> Path | None:

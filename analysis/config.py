@@ -11,7 +11,8 @@ A chapter names a profile and may override any field::
           early stopping: hours on 2 CPU cores (chapter 04 reads its measured table).
 ``paper``   GPU scale, closer to the paper's (unknown, probably BERT-base-like) sizes.
 ``authors`` the CodeSSM authors' published checkpoints (``authors_*`` fields) at the paper's sizes
-          (12 layers of 768, kernels at L = 4096, probe sets of 1,300 pairs per label): nothing
+          (12 layers of 768, kernels at L = 4096, the authors' probe layers 3, 4, 6, 8, 10, 11 and
+          probe sets: 1,300 pairs per label for distance, 1,500 for siblings and data flow): nothing
           is trained (``external_only``); chapters that need training say they do not apply.
 
 Every field has a valid range (``RANGES``, beside the fields), checked whenever a profile is
@@ -138,6 +139,9 @@ class Profile:
     probe_functions_siblings: int = 100
     probe_functions_dfg: int = 130
     probe_pairs_per_class: int = 300
+    probe_pairs_per_class_siblings: int = 0  # the siblings probe's pairs per class (0: probe_pairs_per_class; the authors: 1,500)
+    probe_pairs_per_class_dfg: int = 0   # the data-flow probe's pairs per class (0: probe_pairs_per_class; the authors: 1,500)
+    probe_layers: tuple = ()             # the layers probed (0 = embeddings); empty: every layer (the authors: 3, 4, 6, 8, 10, 11 of 12)
     probe_max_tokens: int = 200          # probe functions have at most this many code tokens
     probe_within_context: bool = True    # probe functions fit the pretraining context (at most max_length subwords, <s> and </s> included); False: any length up to probe_max_tokens
     probe_test_fraction: float = 0.2
@@ -232,7 +236,9 @@ RANGES = {
     "pretrain_steps": AT_LEAST_1, "pretrain_seed": AT_LEAST_0, "pretrain_seeds": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "weight_decay": AT_LEAST_0,
     "warmup_steps": AT_LEAST_0, "mask_prob": FRACTION, "log_every": AT_LEAST_1,
     "probe_functions_distance": AT_LEAST_1, "probe_functions_siblings": AT_LEAST_1,
-    "probe_functions_dfg": AT_LEAST_1, "probe_pairs_per_class": AT_LEAST_1, "probe_max_tokens": Range(2),
+    "probe_functions_dfg": AT_LEAST_1, "probe_pairs_per_class": AT_LEAST_1,
+    "probe_pairs_per_class_siblings": AT_LEAST_0, "probe_pairs_per_class_dfg": AT_LEAST_0,
+    "probe_layers": AT_LEAST_0, "probe_max_tokens": Range(2),
     "probe_test_fraction": FRACTION, "probe_max_train_points": Range(2), "probe_sweep_points": Range(2),
     "finetune_steps": AT_LEAST_1, "finetune_batch_size": Range(2),  # in-batch negatives need 2
     "finetune_lr": POSITIVE, "seeds": AT_LEAST_1, "search_distractors": AT_LEAST_1,
@@ -255,6 +261,7 @@ RANGES = {
         "authors_rocoder", "authors_rocoder_sqa", "authors_rocoder_types", "authors_tokenizer")},
     "external_only": OneOf((False, True)),
 }
+MAY_BE_EMPTY = {"probe_layers"}  # tuple fields for which an empty list means "all"
 FIELD_NAMES = frozenset(f.name for f in fields(Profile))
 _TYPES = typing.get_type_hints(Profile)
 
@@ -263,8 +270,8 @@ def check_range(name: str, value) -> None:
     """Raise ``ValueError`` naming the field, the value and the range unless ``value`` is valid."""
     valid = RANGES[name]
     values = value if isinstance(value, tuple) else (value,)
-    if not values or not all(v in valid for v in values):
-        what = "a non-empty list, each " if isinstance(value, tuple) else ""
+    if (not values and name not in MAY_BE_EMPTY) or not all(v in valid for v in values):
+        what = ("a list, each " if name in MAY_BE_EMPTY else "a non-empty list, each ") if isinstance(value, tuple) else ""
         raise ValueError(f"parameter {name!r} must be {what}{valid}, got {value!r}")
 
 
@@ -337,7 +344,8 @@ LONG = Profile(
 )
 AUTHORS = Profile(  # the paper's sizes, for what needs no training (README: "The authors' checkpoints")
     name="authors", vocab_size=32100, max_length=1024, d_model=768, n_layers=12, d_state=64, n_heads=12,
-    probe_pairs_per_class=1300, probe_max_tokens=512, probe_max_train_points=5000,
+    probe_pairs_per_class=1300, probe_pairs_per_class_siblings=1500, probe_pairs_per_class_dfg=1500,
+    probe_layers=(3, 4, 6, 8, 10, 11), probe_max_tokens=512, probe_max_train_points=5200,
     probe_functions_distance=2000, probe_functions_siblings=2000, probe_functions_dfg=2000,
     kernel_length=4096, external_only=True, ablation=False,
 )

@@ -281,28 +281,87 @@ def test_the_authors_checkpoints_stand_in_for_pretraining_and_fine_tuning(tmp_pa
         checkpoints.pretrained("bimamba", cfg)
 
 
+def _codesearchnet_of_this_package(path):
+    """A CodeSearchNet-format jsonl of the functions of the ``analysis`` package's own source:
+    real Python, in the format the authors probed (CodeSearchNet Python), written by the test."""
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    import analysis
+    from analysis.data.extract import functions_in_file
+    rows = []
+    for file in sorted(Path(analysis.__file__).parent.rglob("*.py")):
+        for fn in functions_in_file(file.read_bytes(), file.name, "analysis", "", "MIT", Counter(), 10**6):
+            if "." not in fn.qualname:
+                rows.append({"code": fn.code, "docstring": fn.docstring, "func_name": fn.qualname,
+                             "repo": "analysis", "path": file.name, "sha": "0" * 12, "license": "MIT"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def test_chapters_run_under_the_authors_profile_on_tiny_checkpoints(tmp_path, cache_dir, monkeypatch):
-    """Chapters 02 and 06 (06 once ``analysis.reference`` is there) run under ``authors`` on
-    checkpoints in the authors' layout, training nothing, and say what does not apply."""
-    import importlib.util
+    """Chapters 02 to 06 run under ``authors`` on checkpoints in the authors' layout (CodeSSM and
+    RoCoder, pretrained and fine-tuned on SQA and type inference), their tokenizer and a
+    CodeSearchNet file, training nothing: 03 probes the given layers, 04 measures forgetting
+    between the given checkpoints and says that the rest does not apply, 05 reads their kernels,
+    02 and 06 say what does not apply. The profile's sizes are cut to a test's (the paper's
+    sizes are the authors' models' business); the models, layout and flow are the authors'."""
+    import json
     import shutil
 
-    from transformers import RoFormerConfig, RoFormerForMaskedLM
+    from transformers import RoFormerConfig, RoFormerForMaskedLM, RoFormerForTokenClassification
 
     from analysis import book
     monkeypatch.setenv("ANALYSIS_RUN_DIR", str(tmp_path / "run"))
     _bpe_tokenizer(tmp_path / "tok")
-    cfg_bigs = {**CFG, "vocab_size": 300}
-    path, yaml_path = write(tmp_path, bigs_state_dict(cfg_bigs, seed=7), cfg=cfg_bigs)
-    RoFormerForMaskedLM(RoFormerConfig(vocab_size=300, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=32)).save_pretrained(tmp_path / "rocoder")
+    cfg_bigs = {**CFG, "vocab_size": 300, "position_embedding_type": "none"}
+    files = {}
+    for k, (name, head) in enumerate([("codessm", "mlm"), ("codessm_sqa", "classifier"), ("codessm_types", "classifier")]):
+        (tmp_path / name).mkdir()
+        files[name], files["codessm_config"] = write(tmp_path / name, bigs_state_dict(cfg_bigs, seed=7 + k, head=head),
+                                                     cfg=cfg_bigs)
+    rof = dict(vocab_size=300, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    for k, name in enumerate(["rocoder", "rocoder_sqa", "rocoder_types"]):
+        torch.manual_seed(k)
+        model = RoFormerForMaskedLM(RoFormerConfig(**rof)) if k == 0 else \
+            RoFormerForTokenClassification(RoFormerConfig(**rof, num_labels=3))
+        model.save_pretrained(tmp_path / name)
+        files[name] = tmp_path / name
     src = tmp_path / "book"
     src.mkdir()
-    chapters = ["02_pretraining"] + (["06_modifications"] if importlib.util.find_spec("analysis.reference") else [])
+    chapters = ["02_pretraining", "03_probing", "04_finetuning", "05_ssm_interpret", "06_modifications"]
     for name in chapters:
         shutil.copy(book.BOOK / f"{name}.md", src)
-    overrides = {"authors_codessm": str(path), "authors_codessm_config": str(yaml_path),
-                 "authors_tokenizer": str(tmp_path / "tok"), "authors_rocoder": str(tmp_path / "rocoder")}
+    overrides = {**{f"authors_{k}": str(v) for k, v in files.items()}, "authors_tokenizer": str(tmp_path / "tok"),
+                 "corpus": "codesearchnet:" + str(_codesearchnet_of_this_package(tmp_path / "csn.jsonl")),
+                 "probe_layers": (1, 2), "probe_functions_distance": 40, "probe_functions_siblings": 30,
+                 "probe_functions_dfg": 30, "probe_pairs_per_class": 40, "probe_pairs_per_class_siblings": 40,
+                 "probe_pairs_per_class_dfg": 40, "probe_max_tokens": 150, "probe_max_train_points": 200,
+                 "probe_sweep_points": (50, 100)}
     book.run("authors", overrides=overrides, book=src, out_dir=src)
-    text = (src / "02_pretraining.ipynb").read_text()
-    assert "does not apply to profile `authors`" in text and "external:" in text
+    text = {name: (src / f"{name}.ipynb").read_text() for name in chapters}
+    assert "does not apply to profile `authors`" in text["02_pretraining"] and "external:" in text["02_pretraining"]
+    assert "does not apply to profile `authors`" in text["06_modifications"]
+    assert "Only the forgetting section (claim C2) applies to profile `authors`" in text["04_finetuning"]
+    for name in ("03_probing", "04_finetuning", "05_ssm_interpret"):
+        assert "Verdict on C" in text[name] and "Traceback" not in text[name]
+    ledger_rows = [json.loads(p.read_text()) for p in (tmp_path / "run" / "ledger").glob("*.json")]
+    assert {r["claim"] for r in ledger_rows} >= {"C1", "C2", "C3"} and {r["profile"] for r in ledger_rows} == {"authors"}
+
+
+def test_the_authors_tokenizer_counts_the_subwords_of_the_probe_context(tmp_path, cache_dir):
+    """With ``authors_tokenizer`` every subword count of the book (the probe functions that fit
+    the context, the held-out loss) is that tokenizer's, keyed by its files; a path that is not a
+    tokenizer directory is a clear error."""
+    from analysis import config
+    from analysis.data import load_tokenizer
+    from analysis.data.sources import files_hash
+    from analysis.data.tokenizer import tokenizer_key
+    ref = _bpe_tokenizer(tmp_path / "tok")
+    cfg = config.profile("smoke", authors_tokenizer=str(tmp_path / "tok"))
+    tok, code = load_tokenizer(cfg), "def add(a, b):\n    return foo(a) + b\n"
+    assert len(tok) == len(ref) != cfg.vocab_size and tok(code)["input_ids"] == ref(code)["input_ids"]
+    assert tokenizer_key(cfg) == {"tokenizer": "external:" + files_hash(tmp_path / "tok")}
+    with pytest.raises(ValueError, match="authors_tokenizer .* is not a directory"):
+        load_tokenizer(config.profile("smoke", authors_tokenizer=str(tmp_path / "missing")))

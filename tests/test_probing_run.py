@@ -25,6 +25,24 @@ def test_bad_task_layer_and_checkpoint_are_clear_errors():
         run("codessm", "siblings", cfg, "random", layers=[7])
     with pytest.raises(ValueError, match="checkpoint must be"):
         run("codessm", "siblings", cfg, "no/such/dir")
+    with pytest.raises(ValueError, match=r"probe_layers \[9\] out of range: codessm has layers 0..2"):
+        run("codessm", "siblings", cfg.replace(probe_layers=(1, 9)), "random")
+
+
+def test_the_profile_names_the_layers_probed_and_each_task_its_pairs_per_class(cache_dir):
+    """``probe_layers`` (the authors': 3, 4, 6, 8, 10, 11 of 12) limits the layers probed unless the
+    caller names its own; ``probe_pairs_per_class_siblings`` / ``_dfg`` size those probe sets
+    alone (the authors': 1,500 against distance's 1,300)."""
+    from analysis.data import probe_dataset
+    from analysis.data.probes import pairs_per_class
+    cfg = config.profile("smoke", probe_layers=(2,), probe_pairs_per_class_siblings=24)
+    assert sorted(run("codessm", "siblings", cfg, "random", progress=False).layer.unique()) == [2]
+    assert sorted(run("codessm", "siblings", cfg, "random", layers=[0, 1], progress=False).layer.unique()) == [0, 1]
+    assert [pairs_per_class(cfg, t) for t in ("distance", "siblings", "dfg")] == [40, 24, 40]
+    pairs = probe_dataset(cfg, "siblings").pairs
+    assert pairs.groupby("label").size().tolist() == [24, 24]  # balanced, 24 per class in all
+    assert config.profile("smoke").probe_layers == () and config.coerce("probe_layers", "3, 4") == (3, 4)
+    assert config.profile("authors").probe_layers == (3, 4, 6, 8, 10, 11)
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ position pretraining never trained, and the three models meet on equal terms; le
 extrapolation is the long_search task's question. The functions that cannot be parsed or are
 longer than the context are counted in ``ProbeData.skipped``), split by function (no function
 feeds both sides; ``cfg.probe_test_fraction`` of them test), then pairs are sampled per class
-within each side: ``cfg.probe_pairs_per_class`` per class in all, shared between the sides in
+within each side: ``cfg.probe_pairs_per_class`` per class in all (or the task's own
+``probe_pairs_per_class_siblings`` / ``_dfg``; ``pairs_per_class``), shared between the sides in
 proportion.
 """
 from __future__ import annotations
@@ -165,7 +166,7 @@ def _build(cfg, task: str, out: Path) -> None:
     for side in ("train", "test"):
         idx = [k for k, s in enumerate(split_of) if s == side]
         share = cfg.probe_test_fraction if side == "test" else 1 - cfg.probe_test_fraction
-        want = max(1, round(cfg.probe_pairs_per_class * share))
+        want = max(1, round(pairs_per_class(cfg, task) * share))
         pools: dict[int, list] = {c: [] for c in range(len(labels))}
         for k in idx:
             for label, pairs in _candidates(task, chosen[k][2], rng, 4 * want,
@@ -198,15 +199,22 @@ def _load(path: Path) -> ProbeData:
     return ProbeData(raw["task"], labels, mode, functions, raw["ids"], pairs, raw["skipped"])
 
 
+def pairs_per_class(cfg, task: str) -> int:
+    """The pairs per class of ``task``'s probe set: ``probe_pairs_per_class``, unless the task's own
+    field (``probe_pairs_per_class_siblings``, ``_dfg``; the authors' sizes differ per task) is set."""
+    own = {"siblings": cfg.probe_pairs_per_class_siblings, "dfg": cfg.probe_pairs_per_class_dfg}.get(task, 0)
+    return own or cfg.probe_pairs_per_class
+
+
 def probe_data_key(cfg, task: str) -> dict:
     """Everything a probe dataset depends on (corpus, sizes, relation definitions, code
     version): the cache key of the dataset, and part of the key of anything built on it."""
     context = {**tokenizer_key(cfg), **cfg.subset("max_length")} if cfg.probe_within_context else {}
     return {**corpus_key(cfg), **cfg.subset("probe_functions_distance", "probe_functions_siblings",
-                                            "probe_functions_dfg", "probe_pairs_per_class",
-                                            "probe_max_tokens", "probe_test_fraction", "probe_within_context",
+                                            "probe_functions_dfg", "probe_max_tokens", "probe_test_fraction", "probe_within_context",
                                             *OPTION_FIELDS),
-            **context, "task": task, "probe_version": PROBE_VERSION}
+            "pairs_per_class": pairs_per_class(cfg, task), **context, "task": task,
+            "probe_version": PROBE_VERSION}
 
 
 def probe_dataset(cfg, task: str) -> ProbeData:

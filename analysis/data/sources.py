@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import cache_root
+from ..cache import cache_root, config_key
 
 SOURCES = Path(__file__).resolve().parents[2] / "data" / "sources.toml"
 INDEX = "https://pypi.org/simple"
@@ -73,6 +73,15 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def files_hash(path: Path) -> str:
+    """sha256 over a file, or over every file of a directory (names and contents, sorted)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"{path} holds no files")
+    return config_key({str(p.relative_to(path) if path.is_dir() else p.name): sha256_of(p) for p in files})
 
 
 def _is_archive_of(filename: str, src: Source) -> bool:

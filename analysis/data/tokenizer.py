@@ -1,5 +1,9 @@
 """A byte-level BPE tokenizer trained on the pretraining split (Hugging Face ``tokenizers``),
-saved so that ``AutoTokenizer.from_pretrained(dir)`` loads it, with offsets for alignment."""
+saved so that ``AutoTokenizer.from_pretrained(dir)`` loads it, with offsets for alignment; or,
+when the profile names one (``authors_tokenizer``: the authors' CodeT5+ tokenizer), that
+directory's tokenizer, keyed by the hash of its files, so that everything the book counts in
+subwords (the probe functions that fit the context, the held-out MLM loss) counts the
+external models' subwords."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +13,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ..cache import artifact_dir, cached
 from .corpus import corpus_key
+from .sources import files_hash
 from .splits import pretraining_texts
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
@@ -16,7 +21,17 @@ TOKENIZER_VERSION = "1"
 
 
 def tokenizer_key(cfg) -> dict:
+    if cfg.authors_tokenizer:
+        return {"tokenizer": "external:" + files_hash(_external_dir(cfg))}
     return {**corpus_key(cfg), **cfg.subset("vocab_size")}
+
+
+def _external_dir(cfg) -> Path:
+    path = Path(cfg.authors_tokenizer).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"authors_tokenizer {cfg.authors_tokenizer!r} is not a directory: give a Hugging Face "
+                         f"tokenizer directory (save_pretrained's; the authors': CodeT5+ 220m's)")
+    return path
 
 
 def _build(cfg, out: Path) -> None:
@@ -39,11 +54,19 @@ def _build(cfg, out: Path) -> None:
 
 
 def load_tokenizer(cfg):
-    """The project's tokenizer for ``cfg`` (trained once, then cached)."""
+    """The project's tokenizer for ``cfg`` (trained once, then cached), or the external one it names."""
+    if cfg.authors_tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(str(_external_dir(cfg)))
+        if not tokenizer.is_fast:
+            raise ValueError(f"authors_tokenizer {cfg.authors_tokenizer}: a fast tokenizer (tokenizer.json) is "
+                             f"needed, for the offsets that align subwords to code tokens")
+        return tokenizer
     return cached("tokenizer", tokenizer_key(cfg), lambda out: _build(cfg, out),
                   lambda path: AutoTokenizer.from_pretrained(str(path)), TOKENIZER_VERSION)
 
 
 def tokenizer_dir(cfg) -> Path:
+    if cfg.authors_tokenizer:
+        return _external_dir(cfg)
     load_tokenizer(cfg)
     return artifact_dir("tokenizer", tokenizer_key(cfg), TOKENIZER_VERSION)

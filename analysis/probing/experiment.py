@@ -136,10 +136,12 @@ def _probe_artifact(model: str, task: str, cfg, checkpoint: str, layers, progres
         raise ValueError(f"unknown probe task {task!r}; tasks: {', '.join(TASKS)}")
     encoder = checkpoints.resolve(model, cfg, checkpoint)
     n_layers = encoder.n_layers
-    layers = list(range(n_layers + 1)) if layers is None else [int(x) for x in layers]
+    field = layers is None and cfg.probe_layers  # the profile's probe layers (the authors': 3, 4, 6, 8, 10, 11)
+    layers = [int(x) for x in (cfg.probe_layers if field else range(n_layers + 1) if layers is None else layers)]
     bad = [x for x in layers if not 0 <= x <= n_layers]
     if bad:
-        raise ValueError(f"layers {bad} out of range: {model} has layers 0..{n_layers} (0 = embeddings)")
+        raise ValueError(f"{'probe_layers ' if field else 'layers '}{bad} out of range: {model} has layers "
+                         f"0..{n_layers} (0 = embeddings)")
     key = {"model": model, "task": task, "layers": layers, **encoder.identity, **cfg.subset(*PROBE_FIELDS),
            "data": probe_data_key(cfg, task)}
 
@@ -169,7 +171,7 @@ def _labelled(df: pd.DataFrame, model: str, task: str, checkpoint: str) -> pd.Da
 
 def run(model: str, task: str, cfg, checkpoint: str = "pretrained", layers=None,
         progress: bool = True) -> pd.DataFrame:
-    """Probe every layer (or ``layers``) of ``model`` at ``checkpoint`` on ``task``
+    """Probe every layer (or ``layers``, else the profile's ``probe_layers`` when set) of ``model`` at ``checkpoint`` on ``task``
     ("distance", "siblings", "dfg"). Returns rows (model, checkpoint, task, layer, probe,
     metric, value); cached."""
     path = _probe_artifact(model, task, cfg, checkpoint, layers, progress)
