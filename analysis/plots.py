@@ -381,6 +381,69 @@ def selective_kernels(view, colors: dict, labels: dict, direction: int = 0, max_
     return fig
 
 
+def transfer_check(freqs, fft, h_truncated, h_infinite, every: int = 64):
+    """|H(f)| of the first kernel (layer 1, forward) three ways: the FFT of its first L lags
+    (dots, about ``every`` of them), the closed form of the truncated kernel (line) and of the
+    infinite one (dashed); log scale."""
+    fig, ax = plt.subplots(figsize=NARROW)
+    step = max(1, len(freqs) // every)
+    ax.plot(freqs[::step], np.abs(fft[0, 0, 0])[::step], "o", ms=3, color="k", label="FFT of k[0..L-1]")
+    ax.plot(freqs, np.abs(h_truncated[0, 0, 0]), color="tab:orange", label="closed form, truncated")
+    ax.plot(freqs, np.abs(h_infinite[0, 0, 0]), "--", color="tab:blue", label="closed form, infinite")
+    ax.set(xlabel="frequency (cycles per token)", ylabel="|H(f)|", yscale="log")
+    ax.legend(fontsize=8)
+    finish(fig)
+    return fig
+
+
+def kernels_by_lag(kernels: dict, colors: dict, labels: dict, max_lag: int = 64):
+    """S4D kernels in the time domain (``kernels``: stage -> [layers, 2, n_kernels, L]; the first
+    kernel of each layer and direction), each divided by its largest magnitude: one column per
+    layer, one row per direction, one line per stage (the pretrained one, first, drawn bolder)."""
+    first = next(iter(kernels.values()))
+    n_layers, show = first.shape[0], min(first.shape[-1], max_lag)
+    fig, axes = plt.subplots(2, n_layers, figsize=(WIDE[0], 3.4), sharex=True, sharey=True, squeeze=False)
+    for d, direction in enumerate(("forward", "backward")):
+        for layer in range(n_layers):
+            ax = axes[d, layer]
+            for j, (s, k) in enumerate(kernels.items()):
+                k = np.asarray(k[layer, d, 0, :show])
+                ax.plot(k / np.abs(k).max(), color=colors[s], lw=1.2 if j == 0 else 0.9, label=labels[s])
+            ax.axhline(0, color="0.8", lw=0.5)
+            ax.set_title(f"layer {layer + 1}" if d == 0 else "", fontsize=9)
+            ax.set(ylabel=direction if layer == 0 else "", xlabel="lag (tokens)" if d == 1 else "")
+    axes[0, -1].legend(fontsize=7)
+    finish(fig)
+    return fig
+
+
+def spectral_shift(shift: pd.DataFrame, per_mode: pd.DataFrame, tasks, colors: dict, task_labels: dict,
+                   titles: dict, n_layers: int):
+    """Change of each statistic of ``titles`` (statistic -> panel title) per layer and task:
+    bars, the whole kernels' mean change over directions (``shift``: task, layer, statistic,
+    change); points with intervals, the mean change of the layer's single-mode kernels
+    (``per_mode``: task, layer, statistic, change, ci_low, ci_high)."""
+    fig, axes = plt.subplots(1, len(titles), figsize=WIDE, squeeze=False)
+    width = 0.8 / len(tasks)
+    for ax, (stat, title) in zip(axes[0], titles.items()):
+        whole = shift[shift.statistic == stat].groupby(["task", "layer"]).change.mean()
+        modes = per_mode[per_mode.statistic == stat].set_index(["task", "layer"])
+        for j, t in enumerate(tasks):
+            x = np.arange(n_layers) + (j - (len(tasks) - 1) / 2) * width
+            ax.bar(x, [whole[(t, layer)] for layer in range(n_layers)], width * 0.9, color=colors[t],
+                   alpha=0.55, label=task_labels[t])
+            m = modes.loc[t]
+            ax.errorbar(x, m.change, yerr=[m.change - m.ci_low, m.ci_high - m.change], fmt="o", ms=3,
+                        color=colors[t], lw=0.8)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(range(n_layers), [str(layer + 1) for layer in range(n_layers)])
+        ax.set(xlabel="layer")
+        ax.set_title(title, fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    finish(fig)
+    return fig
+
+
 def variant_centroid_changes(changes: pd.Series, variants, tasks, task_labels: dict, width: float = 0.27):
     """Bars of the centroid change per layer (``changes``: indexed by model, task, layer), one
     panel per task and one bar per variant; each variant shows the layers it has (CodeSSM-HF has

@@ -33,6 +33,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
+from transformers.utils import logging as hf_logging
 
 from .codessm import CodeSSMConfig, CodeSSMForMaskedLM
 from .rocoder import RoCoderConfig, RoCoderForMaskedLM, RoCoderModel
@@ -186,8 +187,14 @@ def load_roformer(path: Path):
 def strict_from_pretrained(cls, path: Path, allow_missing: tuple = (), allow_unexpected: tuple = (), **kwargs):
     """``cls.from_pretrained(path)`` where a weight missing (other than under ``allow_missing``),
     unexpected (other than under ``allow_unexpected``) or of the wrong shape is an error naming
-    it, not a random initialisation."""
-    model, info = cls.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    it, not a random initialisation. transformers' own loading report is silenced: the keys are
+    judged here, and a head this book does not load is not news to the reader."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = cls.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     info["missing_keys"] = [k for k in info.get("missing_keys", ()) if not k.startswith(allow_missing)]
     info["unexpected_keys"] = [k for k in info.get("unexpected_keys", ()) if not k.startswith(allow_unexpected)]
     problems = {k: sorted(map(str, v)) for k, v in info.items()
