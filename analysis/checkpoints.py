@@ -263,10 +263,12 @@ def pretraining_meta(model: str, cfg) -> dict:
     return json.loads((pretrained(model, cfg) / "meta.json").read_text())
 
 
-def checkpoint_hash(model: str, cfg) -> str:
-    """The cache key of ``model``'s pretrained checkpoint (for provenance lines); for an external
-    checkpoint, "external:" and the sha256 of its files."""
-    given = external_path(model, cfg)
+def checkpoint_hash(model: str, cfg, task: str | None = None) -> str:
+    """The cache key of ``model``'s pretrained checkpoint, or of the one fine-tuned on ``task``
+    (for provenance lines); for an external checkpoint, "external:" and the sha256 of its files."""
+    given = external_path(model, cfg, task)
     if given is not None:
         return "external:" + json.loads((external(given, cfg) / "meta.json").read_text())["sha256"]
+    if task is not None:
+        return finetuned(model, task, cfg).name
     return artifact_dir("pretrain", pretrain_key(model, cfg), PRETRAIN_VERSION).name

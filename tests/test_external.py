@@ -265,6 +265,7 @@ def test_the_authors_checkpoints_stand_in_for_pretraining_and_fine_tuning(tmp_pa
                          authors_rocoder_types=str(tmp_path / "rocoder_types"), external_only=True)
     pre = checkpoints.pretrained("codessm", cfg)
     assert checkpoints.checkpoint_hash("codessm", cfg) == "external:" + checkpoints.files_hash(path)
+    assert checkpoints.checkpoint_hash("codessm", cfg, "types") == "external:" + checkpoints.files_hash(typed_path)
     ids = torch.randint(1, 300, (1, 6), generator=torch.Generator().manual_seed(0))
     direct, _ = load_checkpoint(path, yaml_path)
     converted, tok = load_checkpoint(pre)
