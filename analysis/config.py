@@ -125,7 +125,7 @@ class Profile:
     batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 0.01
-    warmup_steps: int = 50
+    warmup_steps: int = 200              # linear warm-up (RoCoder, post-LN and as wide as BiGS's layers, stalls at the unigram loss with 50)
     mask_prob: float = 0.15
     log_every: int = 10
     mixed_precision: str = "no"          # "no", "bf16" or "fp16" (GPU only; module docstring)
