@@ -227,14 +227,15 @@ def shutdown(kill: bool = False) -> None:
         steps.cancel_join_thread()
 
 
-def _drain(steps, call: int, bars: dict, show: bool) -> None:
-    """Move the step messages of run ``call`` from the workers into ``bars`` (one per job's loop)."""
+def _drain(steps, call: int, bars: dict, show: bool, finished: set = frozenset()) -> None:
+    """Move the step messages of run ``call`` from the workers into ``bars`` (one per job's loop);
+    a message of a job already ``finished`` (it can arrive after the job's result) is dropped."""
     while True:
         try:
             (tag_call, index), desc, step, total = steps.get_nowait()
         except queue.Empty:
             return
-        if tag_call != call:
+        if tag_call != call or index in finished:
             continue
         bar = bars.get((index, desc))
         if bar is None:
@@ -258,19 +259,22 @@ def run_jobs(jobs: Sequence[tuple[Callable, tuple]], desc: str, progress: bool =
                 results.append(fn(*args))
                 bar.update(1)
             return results
-        pool, call, step_bars = _pool(workers), next(_CALLS), {}
+        pool, call, step_bars, finished = _pool(workers), next(_CALLS), {}, set()
         steps = _POOL["steps"]
         futures = {pool.submit(_job, (call, i), fn, args): i for i, (fn, args) in enumerate(jobs)}
         pending = set(futures)
         try:
             while pending:
                 done, pending = wait(pending, timeout=STEP_POST_S, return_when=FIRST_COMPLETED)
-                _drain(steps, call, step_bars, progress)
+                _drain(steps, call, step_bars, progress, finished)
                 for f in done:
                     f.result()
                     bar.update(1)
+                    finished.add(futures[f])
                     for key in [k for k in step_bars if k[0] == futures[f]]:
-                        step_bars.pop(key).close()
+                        step_bar = step_bars.pop(key)  # the job ended: all its steps ran, posted or not yet
+                        step_bar.update(step_bar.total - step_bar.n)
+                        step_bar.close()
         except Exception:  # a failed job: the jobs not yet started are not
             for f in futures:
                 f.cancel()
