@@ -393,7 +393,6 @@ def transfer_check(freqs, fft, h_truncated, h_infinite, every: int = 64):
     ax.set(xlabel="frequency (cycles per token)", ylabel="|H(f)|", yscale="log")
     ax.legend(fontsize=8)
     finish(fig)
-    return fig
 
 
 def kernels_by_lag(kernels: dict, colors: dict, labels: dict, max_lag: int = 64):
@@ -414,7 +413,6 @@ def kernels_by_lag(kernels: dict, colors: dict, labels: dict, max_lag: int = 64)
             ax.set(ylabel=direction if layer == 0 else "", xlabel="lag (tokens)" if d == 1 else "")
     axes[0, -1].legend(fontsize=7)
     finish(fig)
-    return fig
 
 
 def spectral_shift(shift: pd.DataFrame, per_mode: pd.DataFrame, tasks, colors: dict, task_labels: dict,
@@ -441,7 +439,6 @@ def spectral_shift(shift: pd.DataFrame, per_mode: pd.DataFrame, tasks, colors: d
         ax.set_title(title, fontsize=9)
     axes[0, 0].legend(fontsize=7)
     finish(fig)
-    return fig
 
 
 def variant_centroid_changes(changes: pd.Series, variants, tasks, task_labels: dict, width: float = 0.27):
